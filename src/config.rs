@@ -1,0 +1,646 @@
+//! Configuration: one TOML file, every key defaulted, unknown keys refused.
+//!
+//! Key names are the contract of SPEC §8. `--base-dir DIR` rewrites every
+//! path under DIR so a non-root user (and each test) gets a private
+//! instance. Sizes accept `64MiB`, durations `1d`/`30s`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::record::Format;
+
+/// Default config file path.
+pub const DEFAULT_CONFIG: &str = "/etc/nxaudit/nxauditd.toml";
+
+/// Errors loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or names an unknown key (message names key and line).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The event socket.
+    pub socket: PathBuf,
+    /// The syslog intake datagram socket.
+    pub syslog_socket: PathBuf,
+    /// Directory of the audit log files.
+    pub log_dir: PathBuf,
+    /// Directory of the daemon's state (cursors, positions, status).
+    pub state_dir: PathBuf,
+    /// Host name written in records; empty = the system's.
+    pub hostname: String,
+    /// Socket limits.
+    pub listener: ListenerConfig,
+    /// The log writer.
+    pub log: LogConfig,
+    /// Peer → components map.
+    pub clients: Vec<ClientRule>,
+    /// Engine unit follower.
+    pub journal: JournalConfig,
+    /// SSH/sudo intake.
+    pub auth: AuthConfig,
+    /// Forwarding to the local syslog.
+    pub forward: ForwardConfig,
+    /// The Audit trail API.
+    pub api: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: "/run/nxaudit/audit.sock".into(),
+            syslog_socket: "/run/nxaudit/syslog.sock".into(),
+            log_dir: "/var/log/nexthink".into(),
+            state_dir: "/var/lib/nxaudit".into(),
+            hostname: String::new(),
+            listener: ListenerConfig::default(),
+            log: LogConfig::default(),
+            clients: Vec::new(),
+            journal: JournalConfig::default(),
+            auth: AuthConfig::default(),
+            forward: ForwardConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Socket limits (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Connection cap; more get `overloaded` and are closed.
+    pub max_connections: usize,
+    /// Idle connections are closed after this long.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Lines in flight per connection before reading pauses.
+    pub max_in_flight: usize,
+    /// Socket file mode (octal string, e.g. "0660").
+    pub mode: String,
+    /// Socket group; empty = leave the group as created.
+    pub group: String,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(300),
+            max_in_flight: 1024,
+            mode: "0660".into(),
+            group: "nxaudit".into(),
+        }
+    }
+}
+
+/// When a record counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    /// `fdatasync` before the ack (group commit).
+    Sync,
+    /// Ack after `write`; sync every `flush_interval_ms`.
+    Interval,
+    /// Never sync explicitly.
+    None,
+}
+
+/// Compression of rotated files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// `.zst`.
+    Zstd,
+    /// `.gz`.
+    Gzip,
+    /// Left plain.
+    None,
+}
+
+/// `[log]`: the writer, rotation and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: Format,
+    /// Durability policy.
+    pub flush: FlushPolicy,
+    /// Sync period under `flush = "interval"`.
+    pub flush_interval_ms: u64,
+    /// Rotate when the active file reaches this size (0 = never).
+    #[serde(with = "size")]
+    pub rotate_size: u64,
+    /// Rotate when the active file is this old (0 = never).
+    #[serde(with = "duration")]
+    pub rotate_age: Duration,
+    /// Keep at most this many rotated files (0 = no limit).
+    pub max_files: usize,
+    /// Keep at most this many bytes of rotated files (0 = no limit).
+    #[serde(with = "size")]
+    pub max_total_bytes: u64,
+    /// Delete old rotated files to keep this much free (0 = no limit).
+    #[serde(with = "size")]
+    pub min_free_bytes: u64,
+    /// Compression of rotated files.
+    pub compress: Compression,
+    /// HMAC key file for the chain; empty = plain SHA-256.
+    pub chain_key_file: PathBuf,
+    /// Refuse codes the catalog does not list.
+    pub strict_codes: bool,
+    /// File mode of log files (octal string).
+    pub mode: String,
+    /// Group of log files; empty = leave as created.
+    pub group: String,
+    /// Most events written in one group commit.
+    pub max_batch: usize,
+    /// Capacity of the writer's queue.
+    pub queue: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: Format::Text,
+            flush: FlushPolicy::Sync,
+            flush_interval_ms: 1000,
+            rotate_size: 64 << 20,
+            rotate_age: Duration::from_secs(86_400),
+            max_files: 30,
+            max_total_bytes: 2 << 30,
+            min_free_bytes: 256 << 20,
+            compress: Compression::Zstd,
+            chain_key_file: PathBuf::new(),
+            strict_codes: false,
+            mode: "0640".into(),
+            group: "nxaudit-read".into(),
+            max_batch: 4096,
+            queue: 8192,
+        }
+    }
+}
+
+/// `[[clients]]`: which peer may write which components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    /// User name (resolved at load).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Numeric uid.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Components this peer may write; the first is its default.
+    pub components: Vec<String>,
+}
+
+/// Where the first start of a journal follower begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstStart {
+    /// Only new entries.
+    Now,
+    /// From the start of the current boot.
+    Boot,
+    /// The whole journal.
+    All,
+}
+
+/// `[journal]`: Engine unit starts and stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Run the follower.
+    pub enabled: bool,
+    /// The journalctl binary.
+    pub journalctl: PathBuf,
+    /// Extra arguments (`--file`, `--directory`, `--merge`).
+    pub extra_args: Vec<String>,
+    /// Unit globs.
+    pub units: Vec<String>,
+    /// Where to begin without a cursor.
+    pub first_start: FirstStart,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            enabled: true,
+            journalctl: "journalctl".into(),
+            extra_args: Vec::new(),
+            units: vec!["nxengine@*.service".into()],
+            first_start: FirstStart::Boot,
+        }
+    }
+}
+
+/// Where SSH and sudo messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthSource {
+    /// The syslog intake socket, fed by rsyslog.
+    Rsyslog,
+    /// The journal follower.
+    Journal,
+    /// Not collected.
+    Off,
+}
+
+/// `[auth]`: SSH logons and sudo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Where messages come from.
+    pub source: AuthSource,
+    /// Accounts recorded; empty = all.
+    pub accounts: Vec<String>,
+    /// Unparsed lines recorded raw per program per minute, at most.
+    pub raw_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            source: AuthSource::Rsyslog,
+            accounts: vec!["nexthink".into()],
+            raw_per_minute: 60,
+        }
+    }
+}
+
+/// `[forward]`: records out to the local syslog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Run the forwarder.
+    pub enabled: bool,
+    /// Datagram socket of the local syslog.
+    pub target: PathBuf,
+    /// Codes forwarded; empty = all.
+    pub codes: Vec<u32>,
+    /// Components forwarded; empty = all.
+    pub components: Vec<String>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            enabled: true,
+            target: "/dev/log".into(),
+            codes: Vec::new(),
+            components: Vec::new(),
+        }
+    }
+}
+
+/// One federated Engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineRef {
+    /// Configured Engine name.
+    pub name: String,
+    /// Base URL, `https://host:port`.
+    pub url: String,
+    /// Host name the Engine is also known by.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// `[api]`: the Audit trail API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address.
+    pub listen: String,
+    /// `portal` or `engine`.
+    pub role: String,
+    /// PEM certificate chain.
+    pub tls_cert: PathBuf,
+    /// PEM private key.
+    pub tls_key: PathBuf,
+    /// Public key (PEM), JWKS, or HS256 secret.
+    pub jwt_key_file: PathBuf,
+    /// Accepted algorithms.
+    pub jwt_algorithms: Vec<String>,
+    /// Required audience, if any.
+    pub jwt_audience: Option<String>,
+    /// Required issuer, if any.
+    pub jwt_issuer: Option<String>,
+    /// Environment file with `nginxSelfSignedCertificate`.
+    pub env_file: PathBuf,
+    /// Federated Engines, in order.
+    pub engines: Vec<EngineRef>,
+    /// Timeout of one Engine call.
+    #[serde(with = "duration")]
+    pub engine_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Whole-request timeout.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "0.0.0.0:443".into(),
+            role: "portal".into(),
+            tls_cert: "/etc/nxaudit/tls/cert.pem".into(),
+            tls_key: "/etc/nxaudit/tls/key.pem".into(),
+            jwt_key_file: "/etc/nxaudit/jwt.pem".into(),
+            jwt_algorithms: vec!["RS256".into()],
+            jwt_audience: None,
+            jwt_issuer: None,
+            env_file: "/var/nexthink/nxauditlog/.env".into(),
+            engines: Vec::new(),
+            engine_timeout: Duration::from_secs(30),
+            max_connections: 64,
+            request_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Loads `path`; a missing file at the default path means all defaults.
+    pub fn load(path: Option<&Path>, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::from_toml(&text, p)?
+            }
+            None => {
+                let p = Path::new(DEFAULT_CONFIG);
+                match std::fs::read_to_string(p) {
+                    Ok(text) if base_dir.is_none() => Config::from_toml(&text, p)?,
+                    _ => Config::default(),
+                }
+            }
+        };
+        if let Some(dir) = base_dir {
+            cfg.apply_base_dir(dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Puts every path under `dir` (SPEC §8), for unprivileged runs and tests.
+    pub fn apply_base_dir(&mut self, dir: &Path) {
+        self.socket = dir.join("audit.sock");
+        self.syslog_socket = dir.join("syslog.sock");
+        self.log_dir = dir.join("log");
+        self.state_dir = dir.join("state");
+        self.listener.group.clear();
+        self.log.group.clear();
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        if self.listener.max_connections == 0 {
+            return Err(bad("listener.max_connections must be at least 1".into()));
+        }
+        if self.log.max_batch == 0 || self.log.queue == 0 {
+            return Err(bad("log.max_batch and log.queue must be at least 1".into()));
+        }
+        if self.log.flush == FlushPolicy::Interval && self.log.flush_interval_ms == 0 {
+            return Err(bad("log.flush_interval_ms must be at least 1".into()));
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            if c.user.is_none() == c.uid.is_none() {
+                return Err(bad(format!("clients[{i}]: give exactly one of user or uid")));
+            }
+            for comp in &c.components {
+                if crate::protocol::Component::parse(comp).is_none() {
+                    return Err(bad(format!("clients[{i}].components: unknown component {comp:?}")));
+                }
+            }
+        }
+        for comp in &self.forward.components {
+            if crate::protocol::Component::parse(comp).is_none() {
+                return Err(bad(format!("forward.components: unknown component {comp:?}")));
+            }
+        }
+        parse_mode(&self.listener.mode).ok_or_else(|| bad("listener.mode must be octal, e.g. \"0660\"".into()))?;
+        parse_mode(&self.log.mode).ok_or_else(|| bad("log.mode must be octal, e.g. \"0640\"".into()))?;
+        Ok(())
+    }
+
+    /// The host name to write in records.
+    pub fn effective_hostname(&self) -> String {
+        if !self.hostname.is_empty() {
+            return self.hostname.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// Path of the active log file.
+    pub fn active_log(&self) -> PathBuf {
+        self.log_dir.join("audit.log")
+    }
+}
+
+/// Parses an octal mode string like `"0640"`.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// Parses a size: a plain number of bytes, or with a unit (`KiB`, `MiB`,
+/// `GiB`, `TiB`, `KB`, `MB`, `GB`, `K`, `M`, `G`, `B`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses a duration: `30s`, `5m`, `2h`, `1d`, `1w`, `250ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = |m: u64| n.checked_mul(m).map(Duration::from_secs);
+    match unit.trim() {
+        "" | "s" => secs(1),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        "w" => secs(7 * 86_400),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(u64),
+    Text(String),
+}
+
+mod size {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) => Ok(n),
+            NumOrText::Text(t) => parse_size(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid size {t:?} (e.g. \"64MiB\")"))
+            }),
+        }
+    }
+}
+
+mod duration {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", v.as_secs()))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) => Ok(Duration::from_secs(n)),
+            NumOrText::Text(t) => parse_duration(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid duration {t:?} (e.g. \"30s\", \"1d\")"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_example_parses() {
+        let text = r#"
+socket = "/run/nxaudit/audit.sock"
+syslog_socket = "/run/nxaudit/syslog.sock"
+log_dir = "/var/log/nexthink"
+state_dir = "/var/lib/nxaudit"
+[log]
+format = "text"
+flush = "sync"
+rotate_size = "64MiB"
+rotate_age = "1d"
+max_files = 30
+max_total_bytes = "2GiB"
+min_free_bytes = "256MiB"
+compress = "zstd"
+chain_key_file = ""
+strict_codes = false
+[[clients]]
+user = "nxportal"
+components = ["Portal"]
+[journal]
+enabled = true
+journalctl = "journalctl"
+extra_args = []
+units = ["nxengine@*.service"]
+first_start = "boot"
+[auth]
+source = "rsyslog"
+accounts = ["nexthink"]
+[forward]
+enabled = true
+target = "/dev/log"
+codes = []
+components = []
+[api]
+listen = "0.0.0.0:443"
+role = "portal"
+tls_cert = "/etc/nxaudit/tls/cert.pem"
+tls_key = "/etc/nxaudit/tls/key.pem"
+jwt_key_file = "/etc/nxaudit/jwt.pem"
+jwt_algorithms = ["RS256"]
+env_file = "/var/nexthink/nxauditlog/.env"
+engines = [{ name = "Engine-01", url = "https://engine01.example:443" }]
+"#;
+        let c = Config::from_toml(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.log.rotate_size, 64 << 20);
+        assert_eq!(c.log.max_total_bytes, 2 << 30);
+        assert_eq!(c.api.engines.len(), 1);
+        assert_eq!(c, {
+            let mut d = Config::default();
+            d.clients = c.clients.clone();
+            d.api.engines = c.api.engines.clone();
+            d
+        });
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = Config::from_toml("[log]\nformat = \"text\"\nflsh = \"sync\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flsh"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("1x"), None);
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,26 @@
+//! nxaudit: the audit daemon of a Nexthink appliance.
+//!
+//! Components send audit events over a Unix socket ([`listener`]); each line
+//! is parsed and validated ([`protocol`]) and handed to the single writer
+//! task ([`writer`]) that appends it, hash-chained and durably, to the audit
+//! log ([`record`] defines the line format). Sources feed the same writer
+//! (the journal, syslog intake); sinks read the durable log (syslog
+//! forwarding, the Audit trail API). The binaries in `src/bin/` are thin
+//! wrappers around this library.
+
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod listener;
+pub mod logset;
+pub mod protocol;
+pub mod record;
+pub mod shutdown;
+pub mod sinks;
+pub mod sources;
+pub mod status;
+pub mod writer;

@@ -1,0 +1,243 @@
+//! The set of audit log files in `log_dir`: the active `audit.log` and the
+//! rotated `audit-<UTC start>-<first seq>.log[.zst|.gz]`, in seq order.
+//!
+//! Readers (verify, query, tail, the API, the syslog forwarder, the journal
+//! follower's recovery) all list and open files here, so the naming rule
+//! and decompression live in one place.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// Name of the active file.
+pub const ACTIVE: &str = "audit.log";
+
+/// How a file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain text.
+    Plain,
+    /// zstd (`.zst`).
+    Zstd,
+    /// gzip (`.gz`).
+    Gzip,
+}
+
+/// One file of the set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    /// Full path.
+    pub path: PathBuf,
+    /// First seq, from the name (`None` for the active file).
+    pub first_seq: Option<u64>,
+    /// UTC start, from the name (`None` for the active file).
+    pub start: Option<DateTime<Utc>>,
+    /// How it is stored.
+    pub compression: Compression,
+    /// Whether this is `audit.log`.
+    pub active: bool,
+}
+
+/// Formats the rotated name for a file that started at `start` with `first_seq`.
+pub fn rotated_name(start: DateTime<Utc>, first_seq: u64) -> String {
+    format!("audit-{}-{first_seq}.log", start.format("%Y%m%dT%H%M%S%.6fZ"))
+}
+
+/// Parses a rotated file name (with or without compression suffix).
+pub fn parse_rotated_name(name: &str) -> Option<(DateTime<Utc>, u64, Compression)> {
+    let (stem, comp) = if let Some(s) = name.strip_suffix(".log.zst") {
+        (s, Compression::Zstd)
+    } else if let Some(s) = name.strip_suffix(".log.gz") {
+        (s, Compression::Gzip)
+    } else if let Some(s) = name.strip_suffix(".log") {
+        (s, Compression::Plain)
+    } else {
+        return None;
+    };
+    let rest = stem.strip_prefix("audit-")?;
+    let (ts, seq) = rest.rsplit_once('-')?;
+    let seq = seq.parse().ok()?;
+    let ts = NaiveDateTime::parse_from_str(ts, "%Y%m%dT%H%M%S%.fZ")
+        .ok()?
+        .and_utc();
+    Some((ts, seq, comp))
+}
+
+/// Lists the set: rotated files by first seq (a plain and a compressed copy
+/// of the same file — left by a crash mid-compression — count once, the
+/// plain one), then the active file if present.
+pub fn list(dir: &Path) -> io::Result<Vec<LogFile>> {
+    let mut rotated: Vec<LogFile> = Vec::new();
+    let mut active = None;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    for ent in rd {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == ACTIVE {
+            active = Some(LogFile {
+                path: ent.path(),
+                first_seq: None,
+                start: None,
+                compression: Compression::Plain,
+                active: true,
+            });
+        } else if let Some((start, seq, compression)) = parse_rotated_name(name) {
+            rotated.push(LogFile {
+                path: ent.path(),
+                first_seq: Some(seq),
+                start: Some(start),
+                compression,
+                active: false,
+            });
+        }
+    }
+    rotated.sort_by_key(|f| (f.first_seq, f.compression != Compression::Plain));
+    rotated.dedup_by_key(|f| f.first_seq);
+    rotated.extend(active);
+    Ok(rotated)
+}
+
+/// Opens a file of the set for reading lines, decompressing as needed.
+pub fn open(f: &LogFile) -> io::Result<Box<dyn BufRead + Send>> {
+    let file = File::open(&f.path)?;
+    Ok(match f.compression {
+        Compression::Plain => Box::new(BufReader::with_capacity(1 << 16, file)),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            1 << 16,
+            zstd::stream::read::Decoder::new(file)?,
+        )),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(file),
+        )),
+    })
+}
+
+/// Reads complete lines (without `\n`) from a reader; a final line without
+/// newline (a torn tail, or one being written) is not returned. Lines that
+/// are not UTF-8 are returned lossily so a reader can report them.
+pub struct Lines<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// Wraps a reader.
+    pub fn new(inner: R) -> Self {
+        Lines {
+            inner,
+            buf: Vec::with_capacity(512),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = io::Result<String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.buf.clear();
+        match self.inner.read_until(b'\n', &mut self.buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                if self.buf.last() != Some(&b'\n') {
+                    return None;
+                }
+                self.buf.pop();
+                Some(Ok(String::from_utf8_lossy(&self.buf).into_owned()))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Reads the last complete line of a file of the set (decompressing whole
+/// compressed files; plain files are read backwards from the end).
+pub fn last_line(f: &LogFile) -> io::Result<Option<String>> {
+    if f.compression == Compression::Plain {
+        return last_line_plain(&f.path);
+    }
+    let mut last = None;
+    for l in Lines::new(open(f)?) {
+        last = Some(l?);
+    }
+    Ok(last)
+}
+
+fn last_line_plain(path: &Path) -> io::Result<Option<String>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    // Skip a torn tail: find the last newline first.
+    let mut chunk = 64 * 1024u64;
+    loop {
+        let start = end.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = vec![0u8; (len - start) as usize];
+        file.read_exact(&mut buf)?;
+        // Position of last '\n' and the one before it.
+        let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') else {
+            if start == 0 {
+                return Ok(None);
+            }
+            chunk *= 2;
+            end = len;
+            continue;
+        };
+        match buf[..last_nl].iter().rposition(|b| *b == b'\n') {
+            Some(prev) => {
+                return Ok(Some(
+                    String::from_utf8_lossy(&buf[prev + 1..last_nl]).into_owned(),
+                ))
+            }
+            None if start == 0 => {
+                return Ok(Some(String::from_utf8_lossy(&buf[..last_nl]).into_owned()))
+            }
+            None => {
+                chunk *= 2;
+                end = len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roundtrip_and_sort() {
+        let t = DateTime::parse_from_rfc3339("2026-11-25T15:08:39.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let n = rotated_name(t, 42);
+        assert_eq!(n, "audit-20261125T150839.123456Z-42.log");
+        assert_eq!(parse_rotated_name(&n), Some((t, 42, Compression::Plain)));
+        assert_eq!(
+            parse_rotated_name(&format!("{n}.zst")),
+            Some((t, 42, Compression::Zstd))
+        );
+        assert_eq!(parse_rotated_name("audit.log"), None);
+    }
+
+    #[test]
+    fn last_line_skips_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        std::fs::write(&p, "a\nb\ntorn").unwrap();
+        let f = LogFile {
+            path: p,
+            first_seq: None,
+            start: None,
+            compression: Compression::Plain,
+            active: true,
+        };
+        assert_eq!(last_line(&f).unwrap().as_deref(), Some("b"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks that read the durable log: forwarding to the local syslog.
+
+pub mod syslog_forward;
