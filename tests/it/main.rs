@@ -1,0 +1,5 @@
+//! Integration tests: one test binary (built once) with a module per
+//! concern. Every test starts the real `nxauditd`/`nxaudit` binaries in its
+//! own temp dir through `util`.
+
+mod util;
