@@ -1,1 +1,293 @@
-//! (being written)
+//! The daemon's lifecycle: open the log, bind the socket, start the tasks,
+//! tell systemd we are ready, react to signals, and drain on stop.
+//!
+//! Order matters for durability: the writer is started (and has recovered
+//! and written 60901) before the socket accepts; on `SIGTERM` the socket
+//! stops accepting, connections answer what they already read, and only
+//! then does the writer write 60902, sync and stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::{AuthSource, Config};
+use crate::listener::{self, Acl, ListenError, Shared};
+use crate::shutdown::ShutdownTrigger;
+use crate::sources::SourceContext;
+use crate::status::Registry;
+use crate::writer::{self, OpenError};
+
+/// How long connections get to finish their in-flight lines on SIGTERM.
+const DRAIN: Duration = Duration::from_secs(4);
+
+/// Fatal start-up errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The log could not be opened.
+    #[error("cannot open the audit log: {0}")]
+    Open(#[from] OpenError),
+    /// The socket could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] ListenError),
+    /// Another I/O step failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Sets the group of `path` to `group` (if non-empty), logging failures:
+/// a missing group must not stop the daemon from writing audit records.
+pub fn set_group(path: &Path, group: &str) {
+    if group.is_empty() {
+        return;
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => {
+            if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
+                warn!(path = %path.display(), group, error = %e, "cannot set group");
+            }
+        }
+        _ => warn!(path = %path.display(), group, "group does not exist; left as created"),
+    }
+}
+
+/// Path of the pid file in the state directory.
+pub fn pid_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("nxauditd.pid")
+}
+
+/// Path of the status file in the state directory.
+pub fn status_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+/// Writes `data` to `path` atomically (temp, fsync, rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
+    let _ = sd_notify::notify(false, state);
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    base_dir: Option<PathBuf>,
+) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::Io {
+        what: format!("create {}", cfg.state_dir.display()),
+        source,
+    })?;
+    let (writer, recovery, writer_thread) = writer::start(&cfg)?;
+    info!(last_seq = recovery.last_seq, torn_bytes = recovery.torn_bytes, "audit log open");
+    let listener = listener::bind(&cfg)?;
+    let pidf = pid_file(&cfg.state_dir);
+    if let Err(e) = write_atomic(&pidf, format!("{}\n", std::process::id()).as_bytes()) {
+        warn!(error = %e, "cannot write pid file");
+    }
+
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let registry = Registry::new();
+    let shared = Arc::new(Shared {
+        writer: writer.clone(),
+        acl: RwLock::new(Arc::new(Acl::from_rules(&cfg.clients))),
+        strict_codes: cfg.log.strict_codes.into(),
+        limits: cfg.listener.clone(),
+        stats: Default::default(),
+    });
+    let connections = TaskTracker::new();
+    let accept = tokio::spawn(listener::serve(
+        listener,
+        shared.clone(),
+        shutdown.clone(),
+        connections.clone(),
+    ));
+
+    let ctx = SourceContext {
+        config: Arc::new(cfg.clone()),
+        writer: writer.clone(),
+        shutdown: shutdown.clone(),
+        status: registry.clone(),
+    };
+    let sources = TaskTracker::new();
+    spawn_sources(&cfg, &ctx, &sources);
+    sources.close();
+
+    let periodic = tokio::spawn(periodic(
+        cfg.clone(),
+        shared.clone(),
+        registry.clone(),
+        started,
+        trigger.subscribe(),
+    ));
+
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("ready; last seq {}", recovery.last_seq)),
+    ]);
+    info!(socket = %cfg.socket.display(), log = %cfg.log_dir.display(), "nxauditd ready");
+
+    let mut cfg = cfg;
+    let sig = |k| signal(k).map_err(|source| DaemonError::Io { what: "install signal handler".into(), source });
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut usr1 = sig(SignalKind::user_defined1())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { info!("SIGINT: draining"); break; }
+            _ = usr1.recv() => {
+                match writer.rotate().await {
+                    Ok(p) => info!(file = %p.display(), "rotated on SIGUSR1"),
+                    Err(e) => warn!(error = %e, "rotation on SIGUSR1 failed"),
+                }
+            }
+            _ = hup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match Config::load(config_path.as_deref(), base_dir.as_deref()) {
+                    Ok(new) => {
+                        if let Ok(mut acl) = shared.acl.write() {
+                            *acl = Arc::new(Acl::from_rules(&new.clients));
+                        }
+                        shared.strict_codes.store(new.log.strict_codes, Ordering::Relaxed);
+                        match writer.reload(new.log.clone()).await {
+                            Ok(ack) => info!(seq = ack.seq, "configuration reloaded"),
+                            Err(e) => warn!(error = %e, "reload record not written"),
+                        }
+                        registry.set("reload", serde_json::json!({"ok": true}));
+                        cfg = new;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "SIGHUP: new configuration refused; keeping the old one");
+                        registry.set("reload", serde_json::json!({"ok": false, "error": e.to_string()}));
+                    }
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    trigger.fire();
+    let _ = accept.await;
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait()).await.is_err() {
+        warn!("some connections did not finish within the drain time");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sources.wait()).await;
+    match writer.shutdown().await {
+        Ok(ack) => info!(seq = ack.seq, "audit log closed"),
+        Err(e) => warn!(error = %e, "could not write the stop record"),
+    }
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    let _ = periodic.await;
+    listener::remove_socket(&cfg.socket);
+    let _ = std::fs::remove_file(&pidf);
+    Ok(())
+}
+
+fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
+    // SOURCES-WIRING: the journal follower, syslog intake and forwarder are
+    // spawned here once their modules land.
+    let _ = (ctx, tracker);
+    if cfg.journal.enabled || cfg.forward.enabled || cfg.auth.source != AuthSource::Off {
+        warn!("journal, syslog intake and forwarding are not available in this build yet");
+    }
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// Once a tick: wake the writer, feed the watchdog while the writer moves,
+/// publish the status file and sd-notify STATUS, warn on low space.
+async fn periodic(
+    cfg: Config,
+    shared: Arc<Shared>,
+    registry: Registry,
+    started: Instant,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
+    let tick = writer::tick_period(&cfg.log);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stats = shared.writer.stats().clone();
+    let mut last_written = stats.written.load(Ordering::Relaxed);
+    let mut last_at = Instant::now();
+    let mut last_publish = Instant::now() - Duration::from_secs(10);
+    let mut low_space_warned = false;
+    let started_at = chrono::Utc::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = interval.tick() => {}
+        }
+        shared.writer.tick();
+        // Watchdog: only while the writer loop has turned recently.
+        let hb = stats.heartbeat_ms.load(Ordering::Relaxed);
+        let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+        if now_ms.saturating_sub(hb) < 10_000 {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if last_publish.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last_publish = Instant::now();
+        let written = stats.written.load(Ordering::Relaxed);
+        let rate = (written - last_written) as f64 / last_at.elapsed().as_secs_f64().max(0.001);
+        last_written = written;
+        last_at = Instant::now();
+        let free = free_bytes(&cfg.log_dir);
+        let low = free.is_some_and(|f| cfg.log.min_free_bytes > 0 && f < cfg.log.min_free_bytes.saturating_mul(2));
+        if low && !low_space_warned {
+            warn!(free = ?free, min_free_bytes = cfg.log.min_free_bytes, "low disk space for the audit log");
+        }
+        low_space_warned = low;
+        let mut doc = registry.snapshot();
+        doc.insert("pid".into(), std::process::id().into());
+        doc.insert("started_at".into(), started_at.to_rfc3339().into());
+        doc.insert("uptime_s".into(), started.elapsed().as_secs().into());
+        doc.insert("updated_at".into(), chrono::Utc::now().to_rfc3339().into());
+        doc.insert("events_per_s".into(), serde_json::json!((rate * 10.0).round() / 10.0));
+        doc.insert("disk_free_bytes".into(), serde_json::json!(free));
+        doc.insert("low_space".into(), low.into());
+        doc.insert("log_dir".into(), cfg.log_dir.display().to_string().into());
+        doc.insert("writer".into(), stats.to_json());
+        doc.insert("listener".into(), shared.stats.to_json());
+        let body = serde_json::Value::Object(doc);
+        if let Ok(text) = serde_json::to_vec_pretty(&body) {
+            if let Err(e) = write_atomic(&status_file(&cfg.state_dir), &text) {
+                warn!(error = %e, "cannot write status file");
+            }
+        }
+        notify(&[sd_notify::NotifyState::Status(&format!(
+            "last seq {}; {} written; {:.1}/s; {} refused (disk full); {} connections{}",
+            stats.last_seq.load(Ordering::Relaxed),
+            written,
+            rate,
+            stats.refused_disk_full.load(Ordering::Relaxed),
+            shared.stats.open.load(Ordering::Relaxed),
+            if low { "; LOW DISK SPACE" } else { "" }
+        ))]);
+    }
+}

@@ -1,1 +1,260 @@
-//! (being written)
+//! The event socket: bind (or take from systemd), accept, identify the peer,
+//! cap connections, and hand each connection to [`conn`].
+//!
+//! A full server answers `overloaded` and closes instead of queueing
+//! without bound (the mini-redis `Semaphore` pattern). Peer credentials
+//! come from `SO_PEERCRED`; the [`Acl`] maps them to the components they
+//! may write.
+
+pub mod conn;
+
+use std::collections::HashMap;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::{ClientRule, Config};
+use crate::protocol::{Component, ErrorKind, Refusal, Reply};
+use crate::shutdown::Shutdown;
+use crate::writer::WriterHandle;
+
+/// Errors setting up the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Binding or preparing the socket failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another daemon is already listening there.
+    #[error("another process is already listening on {0}")]
+    InUse(PathBuf),
+}
+
+/// Which peer may write which components.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    by_uid: HashMap<u32, Vec<Component>>,
+    own_uid: u32,
+}
+
+impl Acl {
+    /// Builds the map from `[[clients]]`; user names are resolved now (an
+    /// unknown user is logged and skipped so one typo cannot stop the daemon).
+    pub fn from_rules(rules: &[ClientRule]) -> Acl {
+        let mut by_uid: HashMap<u32, Vec<Component>> = HashMap::new();
+        for r in rules {
+            let uid = match (&r.uid, &r.user) {
+                (Some(u), _) => Some(*u),
+                (None, Some(name)) => match nix::unistd::User::from_name(name) {
+                    Ok(Some(u)) => Some(u.uid.as_raw()),
+                    _ => {
+                        warn!(user = %name, "[[clients]] user does not exist; rule skipped");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let Some(uid) = uid {
+                let comps = r.components.iter().filter_map(|c| Component::parse(c));
+                by_uid.entry(uid).or_default().extend(comps);
+            }
+        }
+        Acl {
+            by_uid,
+            own_uid: nix::unistd::getuid().as_raw(),
+        }
+    }
+
+    /// Whether `uid` may write `component`. Root and the daemon's own user
+    /// (who can write the log file directly anyway) may write everything.
+    pub fn allows(&self, uid: u32, component: Component) -> bool {
+        uid == 0
+            || uid == self.own_uid
+            || self
+                .by_uid
+                .get(&uid)
+                .is_some_and(|c| c.contains(&component))
+    }
+}
+
+/// Listener counters for status.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused with `overloaded`.
+    pub overloaded: AtomicU64,
+    /// Open connections.
+    pub open: AtomicU64,
+    /// Lines received.
+    pub lines: AtomicU64,
+    /// Lines refused (any kind).
+    pub refused: AtomicU64,
+}
+
+impl ListenerStats {
+    /// As JSON for the status file.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "overloaded": self.overloaded.load(Ordering::Relaxed),
+            "open": self.open.load(Ordering::Relaxed),
+            "lines": self.lines.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Everything a connection needs, shared.
+pub struct Shared {
+    /// The writer.
+    pub writer: WriterHandle,
+    /// Live-reloadable ACL.
+    pub acl: RwLock<Arc<Acl>>,
+    /// `[log] strict_codes`, live-reloadable.
+    pub strict_codes: std::sync::atomic::AtomicBool,
+    /// Socket limits.
+    pub limits: crate::config::ListenerConfig,
+    /// Counters.
+    pub stats: ListenerStats,
+}
+
+/// Binds the socket, or takes the one systemd passed (`LISTEN_FDS`).
+pub fn bind(cfg: &Config) -> Result<UnixListener, ListenError> {
+    if let Some(l) = from_systemd()? {
+        info!("using the socket passed by systemd");
+        return Ok(l);
+    }
+    let path = &cfg.socket;
+    let io = |what: &'static str| {
+        let path = path.clone();
+        move |source| ListenError::Io { what, path, source }
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create directory of"))?;
+    }
+    if path.exists() {
+        // A socket that still accepts belongs to a running daemon.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ListenError::InUse(path.clone()));
+        }
+        std::fs::remove_file(path).map_err(io("remove stale socket"))?;
+    }
+    let l = UnixListener::bind(path).map_err(io("bind"))?;
+    let mode = crate::config::parse_mode(&cfg.listener.mode).unwrap_or(0o660);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("set mode of"))?;
+    crate::daemon::set_group(path, &cfg.listener.group);
+    Ok(l)
+}
+
+fn from_systemd() -> Result<Option<UnixListener>, ListenError> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    if !pid_ok || fds < 1 {
+        return Ok(None);
+    }
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    // SAFETY: systemd passes the first socket as fd 3 (SD_LISTEN_FDS_START)
+    // and we take ownership of it exactly once, after checking LISTEN_PID.
+    let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+    let io = |source| ListenError::Io {
+        what: "adopt systemd socket",
+        path: PathBuf::from("fd:3"),
+        source,
+    };
+    std_l.set_nonblocking(true).map_err(io)?;
+    UnixListener::from_std(std_l).map(Some).map_err(io)
+}
+
+/// Accepts until shutdown; each connection runs on `tracker`.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+    tracker: TaskTracker,
+) {
+    let sem = Arc::new(Semaphore::new(shared.limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.recv() => break,
+            r = listener.accept() => r,
+        };
+        let (mut stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: wait a little instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                let line = Reply::refused(Refusal::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "{} connections are open, the limit",
+                        shared.limits.max_connections
+                    ),
+                ))
+                .to_line();
+                tracker.spawn(async move {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        stream.write_all(&line),
+                    )
+                    .await;
+                    let _ = stream.shutdown().await;
+                });
+                continue;
+            }
+        };
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read peer credentials; closing");
+                continue;
+            }
+        };
+        debug!(uid = cred.uid(), pid = ?cred.pid(), "connection");
+        let shared = shared.clone();
+        let sd = shutdown.clone();
+        tracker.spawn(async move {
+            shared.stats.open.fetch_add(1, Ordering::Relaxed);
+            conn::handle(stream, cred, shared.clone(), sd).await;
+            shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// Removes the socket file at shutdown (not when systemd owns it).
+pub fn remove_socket(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,569 @@
+//! The active log file and the state the writer keeps about it: next seq,
+//! last chain value, last timestamp, ids seen in this file. Opening it
+//! recovers that state from disk (cutting a torn tail); writing a batch is
+//! all-or-nothing.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use super::{Ack, AppendError, Reply, WriterStats};
+use crate::config::{Config, FlushPolicy, LogConfig};
+use crate::logset;
+use crate::record::{self, Chain, Entry, Format, Stamp, GENESIS};
+
+/// Most `id`s remembered for deduplication (bounded memory); past this, the
+/// oldest file's ids are forgotten at the next rotation anyway.
+const MAX_IDS: usize = 1_000_000;
+
+/// Errors opening the log at start-up (fatal: the daemon cannot run).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// An I/O step failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The chain key file is unusable.
+    #[error("chain key file {path}: {why}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
+    let what = what.into();
+    move |source| OpenError::Io { what, source }
+}
+
+/// What start-up recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Last seq found on disk (0 for a fresh log).
+    pub last_seq: u64,
+    /// Bytes cut off a torn last line.
+    pub torn_bytes: u64,
+    /// Records read back from the active file.
+    pub records_in_active: u64,
+}
+
+/// The writer's view of the active file.
+pub(crate) struct LogWriter {
+    dir: PathBuf,
+    active: PathBuf,
+    file: File,
+    size: u64,
+    next_seq: u64,
+    last_h: String,
+    last_ts: DateTime<Utc>,
+    file_start: DateTime<Utc>,
+    file_first_seq: u64,
+    records_in_file: u64,
+    chain: Chain,
+    format: Format,
+    host: String,
+    cfg: LogConfig,
+    file_mode: u32,
+    ids: HashMap<String, u64>,
+    refused_pending: u64,
+    dirty: bool,
+    last_sync: Instant,
+    stats: Arc<WriterStats>,
+    compressor: super::Compressor,
+}
+
+/// Reads the chain key, refusing an empty or unreadable file.
+fn load_key(path: &Path) -> Result<Chain, OpenError> {
+    if path.as_os_str().is_empty() {
+        return Ok(Chain::sha256());
+    }
+    let key = std::fs::read(path).map_err(|e| OpenError::Key {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
+    if key.is_empty() {
+        return Err(OpenError::Key {
+            path: path.into(),
+            why: "the file is empty".into(),
+        });
+    }
+    Ok(Chain::hmac(key))
+}
+
+/// fsyncs a directory so a create or rename in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn open_append(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(mode)
+        .open(path)
+}
+
+struct Last {
+    seq: u64,
+    h: String,
+    ts: DateTime<Utc>,
+}
+
+impl LogWriter {
+    /// Opens the log directory, recovers state, and writes 60906 (if a torn
+    /// tail was cut) and 60901.
+    pub(crate) fn open(
+        cfg: &Config,
+        stats: Arc<WriterStats>,
+    ) -> Result<(LogWriter, Recovery), OpenError> {
+        let dir = cfg.log_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let chain = load_key(&cfg.log.chain_key_file)?;
+        let file_mode = crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640);
+        let active = dir.join(logset::ACTIVE);
+        let mut recovery = Recovery::default();
+        let mut ids = HashMap::new();
+        let mut first: Option<(DateTime<Utc>, u64)> = None;
+        let mut last: Option<Last> = None;
+
+        if active.exists() {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&active)
+                .map_err(io_err(format!("open {}", active.display())))?;
+            let mut data = Vec::new();
+            f.read_to_end(&mut data)
+                .map_err(io_err(format!("read {}", active.display())))?;
+            let good = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            if good < data.len() {
+                recovery.torn_bytes = (data.len() - good) as u64;
+                f.set_len(good as u64)
+                    .map_err(io_err(format!("truncate torn tail of {}", active.display())))?;
+                f.sync_all()
+                    .map_err(io_err(format!("sync {}", active.display())))?;
+                warn!(
+                    bytes = recovery.torn_bytes,
+                    file = %active.display(),
+                    "cut a torn last line at start-up"
+                );
+                data.truncate(good);
+            }
+            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let Ok(text) = std::str::from_utf8(line) else {
+                    continue;
+                };
+                let Ok(rec) = record::parse_line(text) else {
+                    continue;
+                };
+                recovery.records_in_active += 1;
+                if first.is_none() {
+                    first = Some((rec.ts, rec.seq));
+                }
+                if let Some(id) = rec.field("id") {
+                    if ids.len() < MAX_IDS {
+                        ids.insert(id.to_string(), rec.seq);
+                    }
+                }
+                last = Some(Last {
+                    seq: rec.seq,
+                    h: rec.h,
+                    ts: rec.ts,
+                });
+            }
+        }
+        if last.is_none() {
+            // Fresh or empty active file: continue from the newest rotated one.
+            let files = logset::list(&dir).map_err(io_err(format!("list {}", dir.display())))?;
+            for f in files.iter().rev().filter(|f| !f.active) {
+                match logset::last_line(f) {
+                    Ok(Some(l)) => {
+                        if let Ok(rec) = record::parse_line(&l) {
+                            last = Some(Last {
+                                seq: rec.seq,
+                                h: rec.h,
+                                ts: rec.ts,
+                            });
+                            break;
+                        }
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return Err(OpenError::Io {
+                            what: format!("read {}", f.path.display()),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        }
+        let existed = active.exists();
+        let file = open_append(&active, file_mode)
+            .map_err(io_err(format!("open {}", active.display())))?;
+        let size = file
+            .metadata()
+            .map_err(io_err(format!("stat {}", active.display())))?
+            .len();
+        if !existed {
+            sync_dir(&dir).map_err(io_err(format!("sync {}", dir.display())))?;
+        }
+        crate::daemon::set_group(&active, &cfg.log.group);
+        let (next_seq, last_h, last_ts) = match last {
+            Some(l) => (l.seq + 1, l.h, l.ts),
+            None => (1, GENESIS.to_string(), DateTime::<Utc>::MIN_UTC),
+        };
+        recovery.last_seq = next_seq - 1;
+        let now = Utc::now().max(last_ts);
+        let (file_start, file_first_seq) = first.unwrap_or((now, next_seq));
+        stats.last_seq.store(next_seq - 1, Ordering::Relaxed);
+        stats.active_size.store(size, Ordering::Relaxed);
+        let compressor = super::Compressor::start(cfg);
+        let mut w = LogWriter {
+            dir,
+            active,
+            file,
+            size,
+            next_seq,
+            last_h,
+            last_ts,
+            file_start,
+            file_first_seq,
+            records_in_file: recovery.records_in_active,
+            chain,
+            format: cfg.log.format,
+            host: cfg.effective_hostname(),
+            cfg: cfg.log.clone(),
+            file_mode,
+            ids,
+            refused_pending: 0,
+            dirty: false,
+            last_sync: Instant::now(),
+            stats,
+            compressor,
+        };
+        let io_fail = |e: AppendError| OpenError::Io {
+            what: "write start-up record".into(),
+            source: io::Error::other(e.to_string()),
+        };
+        if recovery.torn_bytes > 0 {
+            let e = Entry::appliance(60906).field("bytes", recovery.torn_bytes.to_string());
+            w.append_own(e).map_err(io_fail)?;
+        }
+        let flush = match cfg.log.flush {
+            FlushPolicy::Sync => "sync",
+            FlushPolicy::Interval => "interval",
+            FlushPolicy::None => "none",
+        };
+        let start = Entry::appliance(60901)
+            .field("version", env!("CARGO_PKG_VERSION"))
+            .field("flush", flush)
+            .field(
+                "format",
+                match cfg.log.format {
+                    Format::Text => "text",
+                    Format::Json => "json",
+                },
+            )
+            .field("chain", if cfg.log.chain_key_file.as_os_str().is_empty() { "sha256" } else { "hmac-sha256" });
+        w.append_own(start).map_err(io_fail)?;
+        w.sync_now();
+        Ok((w, recovery))
+    }
+
+    pub(crate) fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    pub(crate) fn max_batch(&self) -> usize {
+        self.cfg.max_batch
+    }
+
+    /// Renders one record at `seq`, advancing the chain and clock in place.
+    fn render(&mut self, e: &Entry, seq: u64, buf: &mut Vec<u8>) {
+        let ts = Utc::now().max(self.last_ts);
+        let st = Stamp {
+            ts,
+            host: &self.host,
+            seq,
+        };
+        let body = match self.format {
+            Format::Text => {
+                let mut b = String::with_capacity(256);
+                record::text_body(e, &st, &mut b);
+                b
+            }
+            Format::Json => record::json_body(e, &st),
+        };
+        let h = self.chain.next(&self.last_h, &body);
+        let line = record::seal(self.format, &body, &h);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.last_h = h;
+        self.last_ts = ts;
+    }
+
+    /// Writes `buf` and, under `flush = "sync"`, makes it durable. On any
+    /// failure the file is cut back to `self.size`.
+    fn write_durable(&mut self, buf: &[u8]) -> Result<(), AppendError> {
+        let res = self.file.write_all(buf).and_then(|_| {
+            if self.cfg.flush == FlushPolicy::Sync {
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                if self.cfg.flush == FlushPolicy::Sync {
+                    self.last_sync = Instant::now();
+                } else {
+                    self.dirty = true;
+                }
+                self.stats.disk_full.store(false, Ordering::Relaxed);
+                self.stats.active_size.store(self.size, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // Cut back the partial write so no torn record stays behind.
+                if let Err(te) = self.file.set_len(self.size) {
+                    warn!(error = %te, "cannot cut back a failed write");
+                }
+                let _ = self.file.sync_data();
+                let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+                if full {
+                    self.stats.disk_full.store(true, Ordering::Relaxed);
+                    Err(AppendError::DiskFull(e.to_string()))
+                } else {
+                    Err(AppendError::WriteFailed(e.to_string()))
+                }
+            }
+        }
+    }
+
+    /// Appends one record of the daemon's own, durably.
+    pub(crate) fn append_own(&mut self, e: Entry) -> Result<Ack, AppendError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut batch = vec![(Box::new(e), tx)];
+        self.write_batch(&mut batch);
+        // write_batch answers before returning, so the reply is already there.
+        let mut rx = rx;
+        match rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => Err(AppendError::WriteFailed("no reply".into())),
+        }
+    }
+
+    /// Writes a batch all-or-nothing and answers each sender.
+    pub(crate) fn write_batch(&mut self, batch: &mut Vec<(Box<Entry>, Reply<Ack>)>) {
+        let saved = (self.next_seq, self.last_h.clone(), self.last_ts);
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        let mut results: Vec<Ack> = Vec::with_capacity(batch.len());
+        let mut new_ids: HashMap<String, u64> = HashMap::new();
+        let mut written = 0u64;
+        let refused_before = self.refused_pending;
+        if refused_before > 0 {
+            let e = Entry::appliance(60905)
+                .field("refused", refused_before.to_string())
+                .with_message(format!(
+                    "Audit events refused while the disk was full: {refused_before}"
+                ));
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.render(&e, seq, &mut buf);
+            written += 1;
+        }
+        for (e, _) in batch.iter() {
+            if let Some(id) = &e.id {
+                if let Some(seq) = self.ids.get(id).or_else(|| new_ids.get(id)) {
+                    results.push(Ack {
+                        seq: *seq,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.render(e, seq, &mut buf);
+            written += 1;
+            if let Some(id) = &e.id {
+                new_ids.insert(id.clone(), seq);
+            }
+            results.push(Ack {
+                seq,
+                duplicate: false,
+            });
+        }
+        let outcome = if written > 0 {
+            self.write_durable(&buf)
+        } else {
+            Ok(())
+        };
+        match outcome {
+            Ok(()) => {
+                self.records_in_file += written;
+                self.refused_pending = 0;
+                if refused_before > 0 {
+                    info!(refused = refused_before, "writing again after disk full");
+                }
+                for (id, seq) in new_ids {
+                    if self.ids.len() < MAX_IDS {
+                        self.ids.insert(id, seq);
+                    }
+                }
+                self.stats
+                    .last_seq
+                    .store(self.next_seq - 1, Ordering::Relaxed);
+                self.stats.written.fetch_add(written, Ordering::Relaxed);
+                for ((_, reply), ack) in batch.drain(..).zip(results) {
+                    if ack.duplicate {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(Ok(ack));
+                }
+            }
+            Err(err) => {
+                (self.next_seq, self.last_h, self.last_ts) = saved;
+                let refused = results.iter().filter(|a| !a.duplicate).count() as u64;
+                self.refused_pending = refused_before + refused;
+                let counter = match err {
+                    AppendError::DiskFull(_) => &self.stats.refused_disk_full,
+                    _ => &self.stats.refused_write_failed,
+                };
+                counter.fetch_add(refused, Ordering::Relaxed);
+                warn!(error = %err, events = refused, "batch refused");
+                for ((_, reply), ack) in batch.drain(..).zip(results) {
+                    // A duplicate's original record is already durable.
+                    let r = if ack.duplicate { Ok(ack) } else { Err(err.clone()) };
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+
+    /// Syncs pending writes (interval/none policies, shutdown).
+    pub(crate) fn sync_now(&mut self) {
+        if let Err(e) = self.file.sync_data() {
+            warn!(error = %e, "fdatasync failed");
+        } else {
+            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Periodic work: interval sync, retrying 60905, age rotation.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        if self.dirty
+            && self.cfg.flush == FlushPolicy::Interval
+            && now.duration_since(self.last_sync).as_millis() as u64 >= self.cfg.flush_interval_ms
+        {
+            self.sync_now();
+        }
+        if self.refused_pending > 0 {
+            // Retry on our own so the count is recorded even if no client
+            // writes again.
+            let mut empty = Vec::new();
+            self.write_batch(&mut empty);
+        }
+        if !self.cfg.rotate_age.is_zero() && self.records_in_file > 1 {
+            let age = Utc::now().signed_duration_since(self.file_start);
+            if age.to_std().map(|a| a >= self.cfg.rotate_age).unwrap_or(false) {
+                if let Err(e) = self.rotate("age") {
+                    warn!(error = %e, "rotation by age failed");
+                }
+            }
+        }
+    }
+
+    /// Size-based rotation after a batch.
+    pub(crate) fn after_batch(&mut self) {
+        if self.cfg.rotate_size > 0 && self.size >= self.cfg.rotate_size {
+            if let Err(e) = self.rotate("size") {
+                warn!(error = %e, "rotation by size failed");
+            }
+        }
+    }
+
+    /// Applies a reloaded `[log]` section (what can change live) and writes 60904.
+    pub(crate) fn reload(&mut self, new: LogConfig) -> Result<Ack, AppendError> {
+        let mut changed = Vec::new();
+        macro_rules! take {
+            ($($f:ident),*) => {$(
+                if self.cfg.$f != new.$f {
+                    changed.push(stringify!($f));
+                    self.cfg.$f = new.$f.clone();
+                }
+            )*};
+        }
+        take!(
+            rotate_size,
+            rotate_age,
+            max_files,
+            max_total_bytes,
+            min_free_bytes,
+            strict_codes,
+            flush_interval_ms
+        );
+        self.compressor.set_retention(super::Retention::from_config(&self.cfg));
+        let e = Entry::appliance(60904).field("changed", changed.join(","));
+        self.append_own(e)
+    }
+
+    /// Rotates: sync, rename the active file, create a new one starting with
+    /// 60903, hand the old one to the compressor.
+    pub(crate) fn rotate(&mut self, reason: &str) -> Result<PathBuf, AppendError> {
+        self.sync_now();
+        let name = logset::rotated_name(self.file_start, self.file_first_seq);
+        let target = self.dir.join(&name);
+        let fail = |what: &str, e: io::Error| AppendError::WriteFailed(format!("{what}: {e}"));
+        std::fs::rename(&self.active, &target).map_err(|e| fail("rename active file", e))?;
+        let new_file = match open_append(&self.active, self.file_mode) {
+            Ok(f) => f,
+            Err(e) => {
+                // Put the old file back so writing can go on.
+                let _ = std::fs::rename(&target, &self.active);
+                return Err(fail("create new active file", e));
+            }
+        };
+        if let Err(e) = sync_dir(&self.dir) {
+            warn!(error = %e, "directory fsync after rotation failed");
+        }
+        crate::daemon::set_group(&self.active, &self.cfg.group);
+        self.file = new_file;
+        self.size = 0;
+        self.ids.clear();
+        self.records_in_file = 0;
+        self.file_first_seq = self.next_seq;
+        self.file_start = Utc::now().max(self.last_ts);
+        let prev_h = self.last_h.clone();
+        let e = Entry::appliance(60903)
+            .field("previous", name.clone())
+            .field("previous_h", prev_h)
+            .field("reason", reason);
+        if let Err(err) = self.append_own(e) {
+            warn!(error = %err, "cannot write the rotation record yet");
+        }
+        self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+        info!(file = %target.display(), reason, "rotated");
+        self.compressor.submit(target.clone());
+        Ok(target)
+    }
+}

@@ -1,0 +1,261 @@
+//! Background work on rotated files: compression and retention.
+//!
+//! Runs on its own thread so the writer never waits for it. Compression is
+//! crash-safe: `X.log` → `X.log.zst.tmp` (synced) → rename to `X.log.zst`
+//! (dir synced) → remove `X.log`. A crash leaves either the plain file or a
+//! complete compressed one (and at worst a `.tmp` that the next start
+//! removes). Retention deletes the oldest rotated files first, never the
+//! active one and never one the syslog forwarder has not read yet.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use tracing::{info, warn};
+
+use crate::config::{Compression as Codec, Config, LogConfig};
+use crate::logset::{self, Compression};
+
+use super::logfile::sync_dir;
+
+/// The limits retention enforces (live-reloadable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Most rotated files kept (0 = no limit).
+    pub max_files: usize,
+    /// Most bytes of rotated files kept (0 = no limit).
+    pub max_total_bytes: u64,
+    /// Free space to keep on the log's filesystem (0 = no limit).
+    pub min_free_bytes: u64,
+}
+
+impl Retention {
+    /// The limits of a `[log]` section.
+    pub fn from_config(c: &LogConfig) -> Retention {
+        Retention {
+            max_files: c.max_files,
+            max_total_bytes: c.max_total_bytes,
+            min_free_bytes: c.min_free_bytes,
+        }
+    }
+}
+
+enum Job {
+    Compress(PathBuf),
+    SetRetention(Retention),
+}
+
+/// Handle to the compression/retention thread.
+pub struct Compressor {
+    tx: Option<mpsc::Sender<Job>>,
+}
+
+struct Worker {
+    dir: PathBuf,
+    state_dir: PathBuf,
+    codec: Codec,
+    retention: Retention,
+    forwarding: bool,
+}
+
+impl Compressor {
+    /// Starts the thread; cleans up leftovers of a crash and queues rotated
+    /// files that were never compressed.
+    pub fn start(cfg: &Config) -> Compressor {
+        let mut w = Worker {
+            dir: cfg.log_dir.clone(),
+            state_dir: cfg.state_dir.clone(),
+            codec: cfg.log.compress,
+            retention: Retention::from_config(&cfg.log),
+            forwarding: cfg.forward.enabled,
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("nxaudit-compress".into())
+            .spawn(move || {
+                w.recover();
+                w.enforce_retention();
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        Job::Compress(p) => {
+                            if let Err(e) = w.compress(&p) {
+                                warn!(file = %p.display(), error = %e, "compression failed; the plain file is kept");
+                            }
+                            w.enforce_retention();
+                        }
+                        Job::SetRetention(r) => {
+                            w.retention = r;
+                            w.enforce_retention();
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Compressor { tx: Some(tx) },
+            Err(e) => {
+                warn!(error = %e, "cannot start the compression thread; rotated files stay plain");
+                Compressor { tx: None }
+            }
+        }
+    }
+
+    /// Queues a rotated file for compression and retention.
+    pub fn submit(&self, path: PathBuf) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::Compress(path));
+        }
+    }
+
+    /// Replaces the retention limits.
+    pub fn set_retention(&self, r: Retention) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::SetRetention(r));
+        }
+    }
+}
+
+impl Worker {
+    /// Removes temp files of an interrupted compression, drops a plain file
+    /// whose compressed copy is complete, and compresses the rest.
+    fn recover(&mut self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut plain = Vec::new();
+        for ent in rd.flatten() {
+            let p = ent.path();
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with("audit-") && name.ends_with(".tmp") {
+                info!(file = %p.display(), "removing leftover of an interrupted compression");
+                let _ = std::fs::remove_file(&p);
+            } else if let Some((_, _, Compression::Plain)) = logset::parse_rotated_name(&name) {
+                plain.push(p);
+            }
+        }
+        plain.sort();
+        for p in plain {
+            for ext in ["zst", "gz"] {
+                let c = PathBuf::from(format!("{}.{ext}", p.display()));
+                if c.exists() {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+            if p.exists() {
+                if let Err(e) = self.compress(&p) {
+                    warn!(file = %p.display(), error = %e, "compression failed");
+                }
+            }
+        }
+    }
+
+    fn compress(&self, src: &Path) -> io::Result<()> {
+        let ext = match self.codec {
+            Codec::None => return Ok(()),
+            Codec::Zstd => "zst",
+            Codec::Gzip => "gz",
+        };
+        let dst = PathBuf::from(format!("{}.{ext}", src.display()));
+        let tmp = PathBuf::from(format!("{}.{ext}.tmp", src.display()));
+        let mut input = BufReader::new(File::open(src)?);
+        let out = File::create(&tmp)?;
+        let res = (|| -> io::Result<File> {
+            match self.codec {
+                Codec::Zstd => {
+                    let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(out), 3)?;
+                    io::copy(&mut input, &mut enc)?;
+                    enc.finish()?.into_inner().map_err(|e| e.into_error())
+                }
+                _ => {
+                    let mut enc = flate2::write::GzEncoder::new(
+                        BufWriter::new(out),
+                        flate2::Compression::default(),
+                    );
+                    io::copy(&mut input, &mut enc)?;
+                    enc.finish()?.into_inner().map_err(|e| e.into_error())
+                }
+            }
+        })();
+        let file = match res {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = file.sync_all() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &dst)?;
+        sync_dir(&self.dir)?;
+        std::fs::remove_file(src)?;
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// The last seq the forwarder has read, if forwarding is on.
+    fn forwarded(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.state_dir.join("forward.pos")).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+    }
+
+    fn enforce_retention(&self) {
+        let Ok(files) = logset::list(&self.dir) else {
+            return;
+        };
+        let rotated: Vec<_> = files.iter().filter(|f| !f.active).collect();
+        // A rotated file's last seq is the next file's first seq minus one.
+        let mut entries: Vec<(PathBuf, u64, u64)> = Vec::new();
+        for (i, f) in rotated.iter().enumerate() {
+            let size = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+            let next_first = rotated
+                .get(i + 1)
+                .and_then(|n| n.first_seq)
+                .unwrap_or(u64::MAX);
+            entries.push((f.path.clone(), size, next_first.saturating_sub(1)));
+        }
+        let forwarded = if self.forwarding {
+            Some(self.forwarded().unwrap_or(0))
+        } else {
+            None
+        };
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        let mut count = entries.len();
+        for (path, size, last_seq) in entries {
+            let over_count = self.retention.max_files > 0 && count > self.retention.max_files;
+            let over_bytes =
+                self.retention.max_total_bytes > 0 && total > self.retention.max_total_bytes;
+            let low_space = self.retention.min_free_bytes > 0
+                && self
+                    .free_bytes()
+                    .is_some_and(|f| f < self.retention.min_free_bytes);
+            if !(over_count || over_bytes || low_space) {
+                break;
+            }
+            if let Some(pos) = forwarded {
+                if last_seq > pos {
+                    warn!(file = %path.display(), forwarded = pos, "retention wants to delete a file the forwarder has not read; keeping it");
+                    break;
+                }
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    info!(file = %path.display(), "retention removed an old log file");
+                    total -= size;
+                    count -= 1;
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "retention cannot remove file");
+                    break;
+                }
+            }
+        }
+        let _ = sync_dir(&self.dir);
+    }
+}
