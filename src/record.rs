@@ -875,7 +875,7 @@ mod tests {
             let line = seal(Format::Text, &body, GENESIS);
             prop_assert!(!line.contains('\n'));
             let p = parse_text(&line).unwrap();
-            prop_assert_eq!(p.text, msg);
+            prop_assert_eq!(&p.text, &msg);
             prop_assert_eq!(p.field("client"), Some(client.as_str()));
             if !user.is_empty() { prop_assert_eq!(p.account, user); }
         }
