@@ -1,1 +1,1428 @@
-//! (being written)
+//! Time-window search over the audit log files, shared by `nxaudit query`
+//! and the Audit trail API.
+//!
+//! Records are written in non-decreasing time order across the whole log
+//! (SPEC §4: the writer clamps its clock), so a window is found by seeking,
+//! not by scanning:
+//!
+//! - every file of the set ([`crate::logset`]) is opened once, at planning
+//!   time, and only its first complete line is read (for a compressed file:
+//!   only the first decompressed block). Because time never goes backwards,
+//!   file *i* holds records in `[first(i), first(i+1)]`; files whose range
+//!   misses the window are skipped without reading further. This bound
+//!   comes from the data itself, so it stays right whatever the rotated
+//!   file names say and needs no sidecar (the API runs read-only);
+//! - in a plain file both ends of the window are found by binary search on
+//!   byte offsets (each probe resynchronises to the next line start), and
+//!   the byte range between them is copied as it is on disk;
+//! - a compressed file is decompressed from its start only when its range
+//!   overlaps the window, and reading stops at the first record at or after
+//!   the window's end — no later file can hold a record inside it.
+//!
+//! The selection is positional: the lines from the first line whose
+//! timestamp is at or after `since` up to, not including, the first line
+//! whose timestamp is at or after `until`. For a well-formed log that is
+//! exactly "the records whose timestamp lies in `[since, until)`". A line
+//! without a readable timestamp (corruption) is returned only when it lies
+//! inside that range, so an unbounded query returns the whole log.
+//!
+//! Planning ([`Search::plan`]) is separate from reading ([`Search::run`]) so
+//! the API can answer an error status before it commits to a `200`. Files
+//! are held open from planning on, so a rotation, compression or retention
+//! running meanwhile cannot make a reader miss or repeat a file. Memory is
+//! bounded: one read buffer, lines longer than [`MAX_LINE_BYTES`] (which
+//! the writer cannot produce) are dropped and counted.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+use crate::logset::{self, Compression, LogFile};
+use crate::protocol::Component;
+use crate::record::{self, ParsedRecord};
+
+/// Longest line a reader accepts; longer ones are corruption (a record is
+/// at most a 64 KiB event, escaped) and are skipped so memory stays bounded.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Size of one read from disk, and the most a sink receives at once
+/// (unless a single line is longer).
+const CHUNK: usize = 256 * 1024;
+
+/// When a binary search has narrowed a plain file to this many bytes, the
+/// rest is read linearly.
+const BISECT_STOP: u64 = 8 * 1024;
+
+/// A time window `[since, until)`; a missing end is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Inclusive lower bound.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Window {
+    /// The whole log.
+    pub fn all() -> Window {
+        Window::default()
+    }
+
+    /// Whether `t` lies in the window.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.since.map_or(true, |s| t >= s) && self.until.map_or(true, |u| t < u)
+    }
+
+    /// Whether no instant can lie in the window.
+    pub fn is_empty(&self) -> bool {
+        matches!((self.since, self.until), (Some(s), Some(u)) if s >= u)
+    }
+
+    /// The window of the Audit trail API (SPEC §7): `before_date` gives the
+    /// exclusive end; `elapsed_hours` counts back from `before_date`, or from
+    /// `now` when it is absent. Neither means the whole log.
+    pub fn from_api(
+        before_date: Option<&str>,
+        elapsed_hours: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Window, TimeError> {
+        let before = before_date.map(parse_before_date).transpose()?;
+        let elapsed = elapsed_hours.map(parse_elapsed_hours).transpose()?;
+        Ok(match elapsed {
+            None => Window {
+                since: None,
+                until: before,
+            },
+            Some(d) => {
+                let end = before.unwrap_or(now);
+                Window {
+                    since: end.checked_sub_signed(d),
+                    until: Some(end),
+                }
+            }
+        })
+    }
+}
+
+/// A time parameter that cannot be understood; the message is safe to show
+/// to a remote caller (it only repeats the caller's input, shortened).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not a date, datetime or relative time.
+    #[error(
+        "invalid date or time {0:?}: expected yyyy-mm-dd or yyyy-mm-ddThh:mm:ss[.fff][Z|±hh:mm]"
+    )]
+    BadDate(String),
+    /// Not a relative time like `2h`.
+    #[error("invalid time {0:?}: expected RFC 3339, yyyy-mm-dd[Thh:mm:ss], `now` or a duration such as 2h, 30m, 1d")]
+    BadTime(String),
+    /// Not a positive number of hours.
+    #[error("invalid number of hours {0:?}: expected a positive number such as 2 or 0.5")]
+    BadHours(String),
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Parses `before_date` (SPEC §7): `yyyy-mm-dd`, `yyyy-mm-ddThh:mm[:ss[.f]]`,
+/// optionally with `Z` or an offset; without one the time is UTC. A `+` of
+/// an offset that arrived as a space (an unencoded `+` in a query string) is
+/// accepted.
+pub fn parse_before_date(s: &str) -> Result<DateTime<Utc>, TimeError> {
+    parse_absolute(s).ok_or_else(|| TimeError::BadDate(shorten(s)))
+}
+
+fn parse_absolute(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if s.len() < 10 || !s.is_ascii() {
+        return None;
+    }
+    if s.len() == 10 {
+        return NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)
+            .map(|d| d.and_utc());
+    }
+    let sep = s.as_bytes()[10];
+    if !matches!(sep, b'T' | b't' | b' ') {
+        return None;
+    }
+    let mut owned = format!("{}T{}", &s[..10], &s[11..]);
+    // `2024-12-24T14:00:00 01:00`: a `+` decoded as a space.
+    if owned.len() > 6 {
+        let cut = owned.len() - 6;
+        let tail = &owned.as_bytes()[cut..];
+        if tail[0] == b' '
+            && tail[3] == b':'
+            && owned[cut + 1..].bytes().filter(u8::is_ascii_digit).count() == 4
+        {
+            owned.replace_range(cut..cut + 1, "+");
+        }
+    }
+    let time_part = &owned[11..];
+    let has_zone = time_part.ends_with(['Z', 'z']) || time_part.contains(['+', '-']);
+    if has_zone {
+        if let Ok(t) = DateTime::parse_from_rfc3339(&owned) {
+            return Some(t.with_timezone(&Utc));
+        }
+        // Without seconds: `…T14:00Z`.
+        for fmt in ["%Y-%m-%dT%H:%M%#z", "%Y-%m-%dT%H:%M%:z"] {
+            let fixed = owned.replace(['Z', 'z'], "+00:00");
+            if let Ok(t) = DateTime::parse_from_str(&fixed, fmt) {
+                return Some(t.with_timezone(&Utc));
+            }
+        }
+        return None;
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(&owned, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+/// Parses `elapsed_hours`: a positive decimal number (`2`, `0.5`, `.25`).
+pub fn parse_elapsed_hours(s: &str) -> Result<chrono::Duration, TimeError> {
+    let bad = || TimeError::BadHours(shorten(s));
+    let t = s.trim();
+    let digits = t.bytes().filter(u8::is_ascii_digit).count();
+    let dots = t.bytes().filter(|b| *b == b'.').count();
+    if digits == 0 || dots > 1 || digits + dots != t.len() {
+        return Err(bad());
+    }
+    let h: f64 = t.parse().map_err(|_| bad())?;
+    hours_duration(h).ok_or_else(bad)
+}
+
+/// A positive, finite number of hours as a duration (microsecond
+/// precision); absurdly large values saturate at about 290 000 years.
+fn hours_duration(h: f64) -> Option<chrono::Duration> {
+    if !h.is_finite() || h <= 0.0 {
+        return None;
+    }
+    let micros = h * 3_600_000_000.0;
+    if micros < 1.0 {
+        return None;
+    }
+    let micros = if micros >= i64::MAX as f64 / 2.0 {
+        i64::MAX / 2
+    } else {
+        micros as i64
+    };
+    Some(chrono::Duration::microseconds(micros))
+}
+
+/// Parses a time argument of the CLI: what [`parse_before_date`] accepts,
+/// `now`, or a relative time counted back from `now` (`2h`, `30m`, `1d`,
+/// `1w`, `90s`, `1.5h`, `1h30m`, optionally with a leading `-` or a
+/// trailing ` ago`).
+pub fn parse_time_arg(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, TimeError> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    if let Some(abs) = parse_absolute(t) {
+        return Ok(abs);
+    }
+    let rel = t.strip_prefix('-').unwrap_or(t);
+    let rel = rel.strip_suffix(" ago").unwrap_or(rel).trim();
+    parse_relative(rel)
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| TimeError::BadTime(shorten(s)))
+}
+
+fn parse_relative(s: &str) -> Option<chrono::Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = chrono::Duration::zero();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let n: f64 = num.parse().ok()?;
+        let hours = match unit.trim() {
+            "s" | "sec" | "secs" | "second" | "seconds" => n / 3600.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => n / 60.0,
+            "h" | "hour" | "hours" => n,
+            "d" | "day" | "days" => n * 24.0,
+            "w" | "week" | "weeks" => n * 24.0 * 7.0,
+            _ => return None,
+        };
+        total = total.checked_add(&hours_duration(hours)?)?;
+        rest = next;
+    }
+    Some(total)
+}
+
+/// Which records to keep besides the window (CLI `--code`, `--component`,
+/// `--user`): values of one kind are alternatives, kinds are combined.
+/// Lines that do not parse as records never match a non-empty filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Audit codes; empty = any.
+    pub codes: Vec<u32>,
+    /// Components (by code range); empty = any.
+    pub components: Vec<Component>,
+    /// Accounts (the bracket's account field); empty = any.
+    pub users: Vec<String>,
+}
+
+impl Filter {
+    /// Whether every record matches.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty() && self.components.is_empty() && self.users.is_empty()
+    }
+
+    /// Whether a parsed record matches.
+    pub fn matches(&self, r: &ParsedRecord) -> bool {
+        (self.codes.is_empty() || self.codes.contains(&r.code))
+            && (self.components.is_empty()
+                || r.component().is_some_and(|c| self.components.contains(&c)))
+            && (self.users.is_empty() || self.users.iter().any(|u| *u == r.account))
+    }
+
+    /// Whether a raw line (newline excluded) is a record that matches.
+    pub fn matches_line(&self, line: &[u8]) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            return false;
+        };
+        record::parse_line(text).is_ok_and(|r| self.matches(&r))
+    }
+}
+
+/// Why a search failed. Messages name files: they are for operators (CLI,
+/// server log), never for API callers.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The log directory cannot be listed.
+    #[error("cannot list log directory {dir}: {source}")]
+    List {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A log file cannot be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The sink refused the output (closed pipe, client gone).
+    #[error("cannot write results: {0}")]
+    Sink(io::Error),
+}
+
+/// What a search did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Files in the log set.
+    pub files: usize,
+    /// Files read (beyond their first line).
+    pub files_read: usize,
+    /// Bytes read from disk while reading (compressed bytes for compressed files).
+    pub bytes_read: u64,
+    /// Lines handed to the sink.
+    pub lines: u64,
+    /// Over-long lines dropped.
+    pub lines_dropped: u64,
+}
+
+/// Progress of a running search, in bytes on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes read so far.
+    pub done: u64,
+    /// Bytes the plan expects to read (compressed files count whole).
+    pub total: u64,
+}
+
+/// A bound of the window, with its canonical text form for the fast
+/// comparison of the writer's fixed-width timestamps.
+#[derive(Debug, Clone)]
+struct Bound {
+    t: DateTime<Utc>,
+    text: String,
+}
+
+impl Bound {
+    fn new(t: DateTime<Utc>) -> Bound {
+        Bound {
+            t,
+            text: record::format_ts(t),
+        }
+    }
+
+    /// Whether the line's timestamp is at or after the bound; `None` when
+    /// the line has no readable timestamp.
+    fn reached_by(&self, line: &[u8]) -> Option<bool> {
+        let token = ts_token(line)?;
+        if token.len() == 27 && self.text.len() == 27 && canonical_ts(token) {
+            return Some(token >= self.text.as_bytes());
+        }
+        let s = std::str::from_utf8(token).ok()?;
+        let t = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+        Some(t >= self.t)
+    }
+}
+
+/// The timestamp token at the start of a text or JSON line.
+fn ts_token(line: &[u8]) -> Option<&[u8]> {
+    let head = &line[..line.len().min(96)];
+    if let Some(rest) = head.strip_prefix(b"{\"ts\":\"") {
+        let end = rest.iter().position(|b| *b == b'"')?;
+        Some(&rest[..end])
+    } else {
+        let end = head.iter().position(|b| *b == b' ')?;
+        Some(&head[..end])
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the writer's format, which sorts as text.
+fn canonical_ts(t: &[u8]) -> bool {
+    t.iter().enumerate().all(|(i, b)| match i {
+        4 | 7 => *b == b'-',
+        10 => *b == b'T',
+        13 | 16 => *b == b':',
+        19 => *b == b'.',
+        26 => *b == b'Z',
+        _ => b.is_ascii_digit(),
+    })
+}
+
+/// The timestamp of a raw line, as [`record::line_timestamp`] reads it.
+pub fn raw_line_timestamp(line: &[u8]) -> Option<DateTime<Utc>> {
+    let token = ts_token(line)?;
+    let s = std::str::from_utf8(token).ok()?;
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// How one file is read.
+#[derive(Debug)]
+enum PartKind {
+    /// A byte range of a plain file, both ends line starts: copied as is.
+    Range { start: u64, end: u64 },
+    /// A compressed file, decompressed from its start; lines are checked
+    /// against the bounds the file's range does not already satisfy.
+    Stream {
+        compression: Compression,
+        check_since: bool,
+        check_until: bool,
+        size: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Part {
+    path: PathBuf,
+    file: File,
+    kind: PartKind,
+}
+
+/// A planned search: which files, which byte ranges. Holds the files open.
+#[derive(Debug)]
+pub struct Search {
+    since: Option<Bound>,
+    until: Option<Bound>,
+    filter: Filter,
+    files: usize,
+    parts: Vec<Part>,
+}
+
+/// A file of the set, opened, with its first timestamp.
+struct Opened {
+    info: LogFile,
+    file: File,
+    /// Plain files: bytes up to the end of the last complete line.
+    complete_len: u64,
+    /// Compressed files: size on disk.
+    size: u64,
+    first: Option<DateTime<Utc>>,
+    empty: bool,
+}
+
+impl Search {
+    /// Plans a search of the log set in `dir`: opens the files, reads their
+    /// first lines and binary-searches the plain files that overlap the
+    /// window. A missing directory is an empty log.
+    pub fn plan(dir: &Path, window: Window, filter: Filter) -> Result<Search, SearchError> {
+        let since = window.since.map(Bound::new);
+        let until = window.until.map(Bound::new);
+        let opened = open_set(dir)?;
+        let files = opened.len();
+        let mut search = Search {
+            since,
+            until,
+            filter,
+            files,
+            parts: Vec::new(),
+        };
+        if window.is_empty() {
+            return Ok(search);
+        }
+        let firsts: Vec<Option<DateTime<Utc>>> = opened.iter().map(|o| o.first).collect();
+        for (i, o) in opened.into_iter().enumerate() {
+            if o.empty {
+                continue;
+            }
+            // Records of file i lie in [lower, upper] (time never goes back).
+            let lower = firsts[..=i].iter().rev().flatten().next().copied();
+            let upper = firsts[i + 1..].iter().flatten().next().copied();
+            if let (Some(u), Some(l)) = (window.until, lower) {
+                if l >= u {
+                    break;
+                }
+            }
+            if let (Some(s), Some(up)) = (window.since, upper) {
+                if up < s {
+                    continue;
+                }
+            }
+            let need_since = window.since.is_some_and(|s| lower.map_or(true, |l| l < s));
+            let need_until = window
+                .until
+                .is_some_and(|u| upper.map_or(true, |up| up >= u));
+            let kind = match o.info.compression {
+                Compression::Plain => {
+                    let rd = |e| SearchError::Read {
+                        path: o.info.path.clone(),
+                        source: e,
+                    };
+                    let start = match (&search.since, need_since) {
+                        (Some(b), true) => seek(&o.file, 0, o.complete_len, b).map_err(rd)?,
+                        _ => 0,
+                    };
+                    let end = match (&search.until, need_until) {
+                        (Some(b), true) => seek(&o.file, start, o.complete_len, b).map_err(rd)?,
+                        _ => o.complete_len,
+                    };
+                    if start >= end {
+                        continue;
+                    }
+                    PartKind::Range { start, end }
+                }
+                c => PartKind::Stream {
+                    compression: c,
+                    check_since: need_since,
+                    check_until: need_until,
+                    size: o.size,
+                },
+            };
+            search.parts.push(Part {
+                path: o.info.path,
+                file: o.file,
+                kind,
+            });
+        }
+        Ok(search)
+    }
+
+    /// Bytes on disk the search expects to read.
+    pub fn estimated_bytes(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p.kind {
+                PartKind::Range { start, end } => end - start,
+                PartKind::Stream { size, .. } => size,
+            })
+            .sum()
+    }
+
+    /// Number of files that will be read.
+    pub fn files_to_read(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Reads the planned ranges, handing the sink chunks made of whole lines
+    /// (each ending with `\n`), exactly as they are on disk.
+    pub fn run<S>(self, sink: S) -> Result<Stats, SearchError>
+    where
+        S: FnMut(&[u8]) -> io::Result<()>,
+    {
+        self.run_with_progress(&mut |_| {}, sink)
+    }
+
+    /// [`Search::run`], reporting progress after every chunk read.
+    pub fn run_with_progress<S>(
+        self,
+        progress: &mut dyn FnMut(Progress),
+        mut sink: S,
+    ) -> Result<Stats, SearchError>
+    where
+        S: FnMut(&[u8]) -> io::Result<()>,
+    {
+        let total = self.estimated_bytes();
+        let mut stats = Stats {
+            files: self.files,
+            ..Stats::default()
+        };
+        let mut out = Output {
+            filter: &self.filter,
+            buf: Vec::new(),
+            sink: &mut sink,
+            lines: 0,
+        };
+        let mut done_before = 0u64;
+        for part in &self.parts {
+            stats.files_read += 1;
+            let rd = |e| SearchError::Read {
+                path: part.path.clone(),
+                source: e,
+            };
+            let counter = Arc::new(AtomicU64::new(0));
+            let mut report = |n: u64| {
+                progress(Progress {
+                    done: done_before + n,
+                    total,
+                })
+            };
+            let finished = match part.kind {
+                PartKind::Range { start, end } => {
+                    let reader = At {
+                        file: &part.file,
+                        pos: start,
+                        end,
+                        counter: counter.clone(),
+                    };
+                    let mut chunks = Chunks::new(reader);
+                    while let Some((_, chunk)) = chunks.next_chunk().map_err(rd)? {
+                        out.whole(chunk)?;
+                        report(counter.load(AtomicOrdering::Relaxed));
+                    }
+                    stats.lines_dropped += chunks.dropped;
+                    false
+                }
+                PartKind::Stream {
+                    compression,
+                    check_since,
+                    check_until,
+                    ..
+                } => {
+                    let raw = At {
+                        file: &part.file,
+                        pos: 0,
+                        end: u64::MAX,
+                        counter: counter.clone(),
+                    };
+                    let reader = decoder(compression, raw).map_err(rd)?;
+                    let mut chunks = Chunks::new(reader);
+                    let mut started = !check_since;
+                    let mut finished = false;
+                    while let Some((_, chunk)) = chunks.next_chunk().map_err(rd)? {
+                        if started && !check_until {
+                            out.whole(chunk)?;
+                        } else {
+                            let (emit_from, emit_to, stop) =
+                                self.select(chunk, &mut started, check_until);
+                            if emit_from < emit_to {
+                                out.whole(&chunk[emit_from..emit_to])?;
+                            }
+                            if stop {
+                                finished = true;
+                                break;
+                            }
+                        }
+                        report(counter.load(AtomicOrdering::Relaxed));
+                    }
+                    stats.lines_dropped += chunks.dropped;
+                    finished
+                }
+            };
+            out.flush()?;
+            let n = counter.load(AtomicOrdering::Relaxed);
+            stats.bytes_read += n;
+            done_before += n;
+            if finished {
+                break;
+            }
+        }
+        out.flush()?;
+        stats.lines = out.lines;
+        Ok(stats)
+    }
+
+    /// The part of a chunk of whole lines inside the window, for a file read
+    /// linearly: `(from, to, reached_until)`.
+    fn select(&self, chunk: &[u8], started: &mut bool, check_until: bool) -> (usize, usize, bool) {
+        let reached = |b: &Option<Bound>, line: &[u8]| {
+            b.as_ref()
+                .map_or(true, |b| b.reached_by(line) == Some(true))
+        };
+        let mut from = if *started { 0 } else { chunk.len() };
+        let mut pos = 0;
+        for line in chunk.split_inclusive(|b| *b == b'\n') {
+            if !*started && reached(&self.since, line) {
+                *started = true;
+                from = pos;
+            }
+            if *started && check_until && self.until.is_some() && reached(&self.until, line) {
+                return (from, pos, true);
+            }
+            pos += line.len();
+        }
+        (from, chunk.len(), false)
+    }
+}
+
+/// Plans and runs a search in one call.
+pub fn scan<S>(dir: &Path, window: &Window, filter: &Filter, sink: S) -> Result<Stats, SearchError>
+where
+    S: FnMut(&[u8]) -> io::Result<()>,
+{
+    Search::plan(dir, *window, filter.clone())?.run(sink)
+}
+
+/// Applies the filter and batches output for the sink.
+struct Output<'a, S> {
+    filter: &'a Filter,
+    buf: Vec<u8>,
+    sink: &'a mut S,
+    lines: u64,
+}
+
+impl<S: FnMut(&[u8]) -> io::Result<()>> Output<'_, S> {
+    /// Takes a chunk of whole lines.
+    fn whole(&mut self, chunk: &[u8]) -> Result<(), SearchError> {
+        if self.filter.is_empty() {
+            self.lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            return (self.sink)(chunk).map_err(SearchError::Sink);
+        }
+        for line in chunk.split_inclusive(|b| *b == b'\n') {
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            if self.filter.matches_line(body) {
+                self.buf.extend_from_slice(line);
+                self.lines += 1;
+            }
+        }
+        // Matches go out after each chunk read, so results stream even when
+        // they are sparse.
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), SearchError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = (self.sink)(&self.buf).map_err(SearchError::Sink);
+        self.buf.clear();
+        r
+    }
+}
+
+/// Lists and opens the set. A rotation between listing and opening could
+/// make the active file a new, empty one while the renamed file was not
+/// listed, so the listing is repeated until it is stable.
+fn open_set(dir: &Path) -> Result<Vec<Opened>, SearchError> {
+    let list = |dir: &Path| {
+        logset::list(dir).map_err(|e| SearchError::List {
+            dir: dir.to_path_buf(),
+            source: e,
+        })
+    };
+    let mut files = list(dir)?;
+    let mut attempt = 0;
+    loop {
+        let mut opened = Vec::with_capacity(files.len());
+        for f in &files {
+            if let Some(o) = open_one(f)? {
+                opened.push(o);
+            }
+        }
+        let again = list(dir)?;
+        let key = |v: &[LogFile]| {
+            v.iter()
+                .map(|f| (f.first_seq, f.active))
+                .collect::<Vec<_>>()
+        };
+        attempt += 1;
+        if key(&again) == key(&files) || attempt >= 3 {
+            return Ok(opened);
+        }
+        files = again;
+    }
+}
+
+/// Opens one file of the set; a plain rotated file that was compressed and
+/// removed meanwhile is found under its compressed name. `None` when it is
+/// gone (retention).
+fn open_one(f: &LogFile) -> Result<Option<Opened>, SearchError> {
+    let mut info = f.clone();
+    let mut candidates = vec![(f.path.clone(), f.compression)];
+    if f.compression == Compression::Plain && !f.active {
+        let name = f.path.as_os_str().to_os_string();
+        let mut z = name.clone();
+        z.push(".zst");
+        let mut g = name;
+        g.push(".gz");
+        candidates.push((PathBuf::from(z), Compression::Zstd));
+        candidates.push((PathBuf::from(g), Compression::Gzip));
+    }
+    for (path, compression) in candidates {
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(SearchError::Read { path, source: e }),
+        };
+        info.path = path;
+        info.compression = compression;
+        let rd = |e| SearchError::Read {
+            path: info.path.clone(),
+            source: e,
+        };
+        let size = file.metadata().map_err(rd)?.len();
+        let (complete_len, first, empty) = match compression {
+            Compression::Plain => {
+                let complete = complete_len(&file, size).map_err(rd)?;
+                let first = if complete > 0 {
+                    first_line_ts(&mut At {
+                        file: &file,
+                        pos: 0,
+                        end: complete,
+                        counter: Arc::new(AtomicU64::new(0)),
+                    })
+                    .map_err(rd)?
+                } else {
+                    None
+                };
+                (complete, first, complete == 0)
+            }
+            c => {
+                let raw = At {
+                    file: &file,
+                    pos: 0,
+                    end: u64::MAX,
+                    counter: Arc::new(AtomicU64::new(0)),
+                };
+                // A corrupt compressed file has no known start; it is read
+                // (and its error reported) when the window reaches it.
+                let first = decoder(c, raw)
+                    .and_then(|mut d| first_line_ts(&mut d))
+                    .unwrap_or(None);
+                (0, first, size == 0)
+            }
+        };
+        return Ok(Some(Opened {
+            info,
+            file,
+            complete_len,
+            size,
+            first,
+            empty,
+        }));
+    }
+    Ok(None)
+}
+
+/// Offset just after the last `\n` of a plain file of `len` bytes (a torn or
+/// in-progress last line is not part of the snapshot).
+fn complete_len(file: &File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.read_exact_at(&mut buf[..n], start)?;
+        if let Some(p) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            return Ok(start + p as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Timestamp of the first complete line a reader yields (looking at most
+/// [`MAX_LINE_BYTES`] far).
+fn first_line_ts(r: &mut dyn Read) -> io::Result<Option<DateTime<Utc>>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            return Ok(raw_line_timestamp(&buf[..nl]));
+        }
+        if buf.len() >= MAX_LINE_BYTES {
+            return Ok(None);
+        }
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Offset of the first line in `[lo, hi)` (both line starts, `hi` a line
+/// boundary) whose timestamp is at or after `bound`; `hi` when none.
+/// Binary search on byte offsets, then a short linear read.
+fn seek(file: &File, lo: u64, hi: u64, bound: &Bound) -> io::Result<u64> {
+    let range_end = hi;
+    // Invariants: every line starting before `lo` is before the bound (or
+    // unreadable); the answer is at or before `hi`, or past a run of
+    // unreadable lines at `hi` (the linear read below walks over those).
+    let (mut lo, mut hi) = (lo, hi);
+    let mut probe = vec![0u8; 4096];
+    while hi - lo > BISECT_STOP {
+        let mid = lo + (hi - lo) / 2;
+        let Some(p) = next_line_start(file, mid, hi)? else {
+            break;
+        };
+        if p >= hi {
+            break;
+        }
+        let n = ((range_end - p) as usize).min(probe.len());
+        file.read_exact_at(&mut probe[..n], p)?;
+        match bound.reached_by(&probe[..n]) {
+            Some(false) => lo = p + 1,
+            _ => hi = p,
+        }
+    }
+    // Linear: from the first line start at or after `lo`.
+    let Some(start) = next_line_start(file, lo, range_end)? else {
+        return Ok(range_end);
+    };
+    let reader = At {
+        file,
+        pos: start,
+        end: range_end,
+        counter: Arc::new(AtomicU64::new(0)),
+    };
+    let mut chunks = Chunks::new(reader);
+    while let Some((at, chunk)) = chunks.next_chunk()? {
+        let mut offset = start + at;
+        for line in chunk.split_inclusive(|b| *b == b'\n') {
+            if bound.reached_by(line) == Some(true) {
+                return Ok(offset);
+            }
+            offset += line.len() as u64;
+        }
+    }
+    Ok(range_end)
+}
+
+/// First line start at or after `at`, before `limit`; `None` when there is
+/// none (the rest is one line).
+fn next_line_start(file: &File, at: u64, limit: u64) -> io::Result<Option<u64>> {
+    if at == 0 {
+        return Ok(Some(0));
+    }
+    let mut pos = at - 1;
+    let mut buf = [0u8; 4096];
+    while pos < limit {
+        let n = ((limit - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
+            return Ok(Some(pos + i as u64 + 1));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
+}
+
+/// Reads a byte range of a file with positioned reads, so many readers can
+/// share one open file, counting bytes for progress.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        self.counter.fetch_add(n as u64, AtomicOrdering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn decoder<'a>(c: Compression, raw: At<'a>) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::Plain => Box::new(raw),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(raw))),
+    })
+}
+
+/// Cuts a byte stream into chunks of whole lines with one bounded buffer.
+/// A final piece without newline (torn tail) is not returned; a line
+/// longer than [`MAX_LINE_BYTES`] is dropped and counted.
+struct Chunks<R> {
+    r: R,
+    buf: Vec<u8>,
+    /// Bytes of `buf` holding data.
+    filled: usize,
+    /// Bytes at the front of `buf` already handed out.
+    handed: usize,
+    eof: bool,
+    /// Skipping the rest of an over-long line.
+    skipping: bool,
+    dropped: u64,
+    /// Bytes consumed from the reader and handed out or dropped.
+    consumed: u64,
+}
+
+impl<R: Read> Chunks<R> {
+    fn new(r: R) -> Self {
+        Chunks {
+            r,
+            buf: vec![0u8; CHUNK],
+            filled: 0,
+            handed: 0,
+            eof: false,
+            skipping: false,
+            dropped: 0,
+            consumed: 0,
+        }
+    }
+
+    /// The next chunk of whole lines, with its offset in the source.
+    fn next_chunk(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+        // Move the unhanded remainder to the front.
+        if self.handed > 0 {
+            self.buf.copy_within(self.handed..self.filled, 0);
+            self.filled -= self.handed;
+            self.handed = 0;
+        }
+        loop {
+            if self.skipping {
+                if let Some(p) = self.buf[..self.filled].iter().position(|b| *b == b'\n') {
+                    self.consumed += p as u64 + 1;
+                    self.buf.copy_within(p + 1..self.filled, 0);
+                    self.filled -= p + 1;
+                    self.skipping = false;
+                    self.dropped += 1;
+                } else {
+                    self.consumed += self.filled as u64;
+                    self.filled = 0;
+                }
+            }
+            if !self.skipping {
+                if let Some(p) = self.buf[..self.filled].iter().rposition(|b| *b == b'\n') {
+                    // Hand out whole lines once the buffer is full or the
+                    // source is drained, so chunks stay large.
+                    if self.eof || self.filled == self.buf.len() {
+                        self.handed = p + 1;
+                        let at = self.consumed;
+                        self.consumed += self.handed as u64;
+                        return Ok(Some((at, &self.buf[..self.handed])));
+                    }
+                } else if self.filled == self.buf.len() {
+                    // One line fills the buffer: grow up to the cap.
+                    if self.buf.len() < MAX_LINE_BYTES {
+                        let n = (self.buf.len() * 2).min(MAX_LINE_BYTES);
+                        self.buf.resize(n, 0);
+                    } else {
+                        self.skipping = true;
+                        continue;
+                    }
+                }
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let n = loop {
+                match self.r.read(&mut self.buf[self.filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.filled += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{seal, text_body, Chain, Entry, Format, Origin, Stamp, GENESIS};
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn before_date_forms() {
+        assert_eq!(
+            parse_before_date("2024-12-24").unwrap(),
+            t("2024-12-24T00:00:00Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00:00").unwrap(),
+            t("2024-12-24T14:00:00Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00:00.250").unwrap(),
+            t("2024-12-24T14:00:00.25Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00:00Z").unwrap(),
+            t("2024-12-24T14:00:00Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00:00+01:00").unwrap(),
+            t("2024-12-24T13:00:00Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00:00 01:00").unwrap(),
+            t("2024-12-24T13:00:00Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00:00.5-02:00").unwrap(),
+            t("2024-12-24T16:00:00.5Z")
+        );
+        assert_eq!(
+            parse_before_date("2024-12-24T14:00").unwrap(),
+            t("2024-12-24T14:00:00Z")
+        );
+        for bad in [
+            "",
+            "2024",
+            "2024-13-01",
+            "2024-12-24X14:00:00",
+            "yesterday",
+            "2024-12-24T25:00:00",
+            "2024-12-24T14:00:00+1",
+        ] {
+            assert!(parse_before_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn elapsed_hours_forms() {
+        assert_eq!(
+            parse_elapsed_hours("2").unwrap(),
+            chrono::Duration::hours(2)
+        );
+        assert_eq!(
+            parse_elapsed_hours("0.5").unwrap(),
+            chrono::Duration::minutes(30)
+        );
+        assert_eq!(
+            parse_elapsed_hours(".25").unwrap(),
+            chrono::Duration::minutes(15)
+        );
+        for bad in [
+            "0", "-1", "", "abc", "1e3", "inf", "NaN", "1.2.3", "+2", "0.0",
+        ] {
+            assert!(parse_elapsed_hours(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_window() {
+        let now = t("2026-01-10T12:00:00Z");
+        assert_eq!(Window::from_api(None, None, now).unwrap(), Window::all());
+        assert_eq!(
+            Window::from_api(None, Some("2"), now).unwrap(),
+            Window {
+                since: Some(t("2026-01-10T10:00:00Z")),
+                until: Some(now)
+            }
+        );
+        assert_eq!(
+            Window::from_api(Some("2026-01-01"), Some("1.5"), now).unwrap(),
+            Window {
+                since: Some(t("2025-12-31T22:30:00Z")),
+                until: Some(t("2026-01-01T00:00:00Z"))
+            }
+        );
+        assert_eq!(
+            Window::from_api(Some("2026-01-01"), None, now).unwrap(),
+            Window {
+                since: None,
+                until: Some(t("2026-01-01T00:00:00Z"))
+            }
+        );
+        assert!(Window::from_api(Some("x"), None, now).is_err());
+        assert!(Window::from_api(None, Some("0"), now).is_err());
+        // Huge values do not overflow.
+        assert!(Window::from_api(None, Some("99999999999999999999"), now).is_ok());
+    }
+
+    #[test]
+    fn cli_time_forms() {
+        let now = t("2026-01-10T12:00:00Z");
+        assert_eq!(
+            parse_time_arg("2h", now).unwrap(),
+            t("2026-01-10T10:00:00Z")
+        );
+        assert_eq!(
+            parse_time_arg("-30m", now).unwrap(),
+            t("2026-01-10T11:30:00Z")
+        );
+        assert_eq!(
+            parse_time_arg("1d", now).unwrap(),
+            t("2026-01-09T12:00:00Z")
+        );
+        assert_eq!(
+            parse_time_arg("1h30m", now).unwrap(),
+            t("2026-01-10T10:30:00Z")
+        );
+        assert_eq!(
+            parse_time_arg("1.5h ago", now).unwrap(),
+            t("2026-01-10T10:30:00Z")
+        );
+        assert_eq!(parse_time_arg("now", now).unwrap(), now);
+        assert_eq!(
+            parse_time_arg("2026-01-01", now).unwrap(),
+            t("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_time_arg("2026-01-01T01:02:03.5+01:00", now).unwrap(),
+            t("2026-01-01T00:02:03.5Z")
+        );
+        for bad in ["", "2x", "h", "soon", "1h-2m"] {
+            assert!(parse_time_arg(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    /// A generated log set and every line in order, for brute-force checks.
+    pub(crate) struct LogSet {
+        pub dir: tempfile::TempDir,
+        pub lines: Vec<String>,
+    }
+
+    fn line(ts: DateTime<Utc>, seq: u64, prev: &str, code: u32, user: &str) -> String {
+        let mut e = Entry::appliance(60001).with_user(user);
+        e.code = code;
+        e.component = Component::of_code(code).unwrap();
+        e.origin = Origin {
+            pid: 1,
+            uid: 2,
+            gid: 3,
+        };
+        let mut body = String::new();
+        text_body(
+            &e,
+            &Stamp {
+                ts,
+                host: "appliance1",
+                seq,
+            },
+            &mut body,
+        );
+        let h = Chain::sha256().next(prev, &body);
+        seal(Format::Text, &body, &h)
+    }
+
+    /// Files of `sizes[i]` lines each, the last one active, compressed by
+    /// `comps`, timestamps advancing by `steps` (seconds, zero repeats).
+    fn make_set(sizes: &[usize], comps: &[Compression], steps: &[u32]) -> LogSet {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ts = t("2026-03-01T00:00:00Z");
+        let mut seq = 1u64;
+        let mut prev = GENESIS.to_string();
+        let mut all = Vec::new();
+        let mut k = 0usize;
+        for (i, n) in sizes.iter().enumerate() {
+            let start = ts;
+            let first_seq = seq;
+            let mut text = String::new();
+            for _ in 0..*n {
+                let code = [60001, 20206, 10009, 50000][k % 4];
+                let user = ["alice", "bob", "carol"][k % 3];
+                let l = line(ts, seq, &prev, code, user);
+                prev = l.rsplit("h=").next().unwrap().to_string();
+                text.push_str(&l);
+                text.push('\n');
+                all.push(l);
+                seq += 1;
+                ts += chrono::Duration::seconds(steps[k % steps.len()] as i64);
+                k += 1;
+            }
+            let last = i + 1 == sizes.len();
+            if last {
+                // A torn tail is not part of the log.
+                text.push_str("2026-03-09T00:00:00.000000Z torn");
+                std::fs::write(dir.path().join("audit.log"), text).unwrap();
+                continue;
+            }
+            let name = logset::rotated_name(start, first_seq);
+            match comps[i % comps.len()] {
+                Compression::Plain => std::fs::write(dir.path().join(name), text).unwrap(),
+                Compression::Zstd => std::fs::write(
+                    dir.path().join(format!("{name}.zst")),
+                    zstd::encode_all(text.as_bytes(), 3).unwrap(),
+                )
+                .unwrap(),
+                Compression::Gzip => {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    enc.write_all(text.as_bytes()).unwrap();
+                    std::fs::write(dir.path().join(format!("{name}.gz")), enc.finish().unwrap())
+                        .unwrap()
+                }
+            }
+        }
+        LogSet { dir, lines: all }
+    }
+
+    fn collect(dir: &Path, w: Window, f: Filter) -> Vec<String> {
+        let mut out = Vec::new();
+        scan(dir, &w, &f, |c| {
+            out.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn brute(lines: &[String], w: Window, f: &Filter) -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| record::line_timestamp(l).is_some_and(|t| w.contains(t)))
+            .filter(|l| f.matches_line(l.as_bytes()))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn whole_log_and_filters() {
+        let set = make_set(
+            &[50, 40, 60, 30],
+            &[Compression::Zstd, Compression::Plain, Compression::Gzip],
+            &[7, 0, 3600],
+        );
+        assert_eq!(
+            collect(set.dir.path(), Window::all(), Filter::default()),
+            set.lines
+        );
+        let f = Filter {
+            codes: vec![20206, 10009],
+            components: vec![],
+            users: vec!["bob".into()],
+        };
+        let got = collect(set.dir.path(), Window::all(), f.clone());
+        assert!(!got.is_empty());
+        assert_eq!(got, brute(&set.lines, Window::all(), &f));
+        let f = Filter {
+            components: vec![Component::Engine],
+            ..Filter::default()
+        };
+        assert_eq!(
+            collect(set.dir.path(), Window::all(), f.clone()),
+            brute(&set.lines, Window::all(), &f)
+        );
+    }
+
+    #[test]
+    fn missing_dir_is_empty_log() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(collect(&d.path().join("nope"), Window::all(), Filter::default()).is_empty());
+    }
+
+    #[test]
+    fn skips_untouched_files_and_bisects() {
+        // 3000 lines a file, one a minute: a one-hour window reads one file.
+        let set = make_set(&[3000, 3000, 3000, 3000], &[Compression::Plain], &[60]);
+        let w = Window {
+            since: Some(t("2026-03-03T10:00:00Z")),
+            until: Some(t("2026-03-03T11:00:00Z")),
+        };
+        let s = Search::plan(set.dir.path(), w, Filter::default()).unwrap();
+        assert_eq!(s.files_to_read(), 1);
+        // Only the 60 lines of the hour are read, not the file.
+        assert!(s.estimated_bytes() < 60 * 400, "{}", s.estimated_bytes());
+        let mut n = 0;
+        let stats = s
+            .run(|c| {
+                n += c.len();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(stats.lines, 60);
+        assert_eq!(stats.files, 4);
+    }
+
+    #[test]
+    fn unreadable_lines_are_positional_and_long_lines_dropped() {
+        let set = make_set(&[20], &[Compression::Plain], &[60]);
+        let p = set.dir.path().join("audit.log");
+        let mut text: Vec<u8> = Vec::new();
+        for (i, l) in set.lines.iter().enumerate() {
+            text.extend_from_slice(l.as_bytes());
+            text.push(b'\n');
+            if i == 10 {
+                text.extend_from_slice(b"garbage line\n");
+                text.extend(vec![b'x'; MAX_LINE_BYTES + 10]);
+                text.push(b'\n');
+            }
+        }
+        std::fs::write(&p, &text).unwrap();
+        let all = collect(set.dir.path(), Window::all(), Filter::default());
+        assert_eq!(all.len(), 21);
+        assert!(all.contains(&"garbage line".to_string()));
+        let w = Window {
+            since: Some(raw_line_timestamp(set.lines[5].as_bytes()).unwrap()),
+            until: Some(raw_line_timestamp(set.lines[15].as_bytes()).unwrap()),
+        };
+        let got = collect(set.dir.path(), w, Filter::default());
+        assert_eq!(got.len(), 11);
+        assert_eq!(got[0], set.lines[5]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn windows_match_brute_force(
+            sizes in proptest::collection::vec(1usize..300, 1..6),
+            comps in proptest::collection::vec(prop_oneof![Just(Compression::Plain), Just(Compression::Zstd), Just(Compression::Gzip)], 1..4),
+            steps in proptest::collection::vec(prop_oneof![Just(0u32), 1u32..120, Just(3600), Just(86400)], 1..5),
+            windows in proptest::collection::vec((any::<Option<u32>>(), any::<Option<u32>>(), any::<u8>()), 1..12),
+        ) {
+            let set = make_set(&sizes, &comps, &steps);
+            let ts: Vec<DateTime<Utc>> = set.lines.iter().map(|l| record::line_timestamp(l).unwrap()).collect();
+            let span = (*ts.last().unwrap() - ts[0]).num_seconds().max(1) as u32;
+            for (a, b, pick) in windows {
+                // Bounds exactly on record times, between them, and outside.
+                let at = |x: u32| -> DateTime<Utc> {
+                    if pick % 3 == 0 {
+                        ts[x as usize % ts.len()]
+                    } else {
+                        ts[0] + chrono::Duration::seconds((x % (span + 200)) as i64 - 100)
+                    }
+                };
+                let w = Window { since: a.map(at), until: b.map(at) };
+                let got = collect(set.dir.path(), w, Filter::default());
+                prop_assert_eq!(got, brute(&set.lines, w, &Filter::default()));
+            }
+        }
+    }
+}
