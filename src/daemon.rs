@@ -92,6 +92,12 @@ pub async fn run(
     base_dir: Option<PathBuf>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
+    // Handlers first: a SIGTERM that arrives while we start must drain, not kill.
+    let sig = |k| signal(k).map_err(|source| DaemonError::Io { what: "install signal handler".into(), source });
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut usr1 = sig(SignalKind::user_defined1())?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::Io {
         what: format!("create {}", cfg.state_dir.display()),
         source,
@@ -146,11 +152,6 @@ pub async fn run(
     info!(socket = %cfg.socket.display(), log = %cfg.log_dir.display(), "nxauditd ready");
 
     let mut cfg = cfg;
-    let sig = |k| signal(k).map_err(|source| DaemonError::Io { what: "install signal handler".into(), source });
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
-    let mut hup = sig(SignalKind::hangup())?;
-    let mut usr1 = sig(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: draining"); break; }

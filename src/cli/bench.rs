@@ -1,12 +1,386 @@
-//! `nxaudit bench` (being written).
+//! `nxaudit bench`: starts a private daemon in a temp dir, measures the
+//! disk's own limits in the same run (sequential write rate, one
+//! `fdatasync`), then drives the daemon with N clients and reports
+//! events/s, ack latency percentiles and RSS, as absolute numbers and as
+//! ratios to the disk baseline — machines here are shared and noisy, so
+//! only ratios measured in one invocation compare.
+//!
+//! `--rate R` offers a fixed load (events/s over all clients) to measure
+//! latency below saturation; without it each client keeps `--window`
+//! events in flight (saturation). `--rotate-size` makes the daemon rotate
+//! (and compress) while it is measured; `--compare-rotation` runs both in
+//! one invocation and prints the p99 ratio.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
 
 use super::Context;
 
 /// Arguments of `nxaudit bench`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Events in total.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Size of one event line in bytes (approximate).
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Offered load in events/s over all clients (default: saturate).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Events in flight per client when saturating.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Flush policy of the daemon under test.
+    #[arg(long, default_value = "sync")]
+    pub flush: String,
+    /// Rotate every this many bytes during the run (e.g. 5MiB).
+    #[arg(long)]
+    pub rotate_size: Option<String>,
+    /// Run twice, without and with rotation every 5 MiB, and compare p99.
+    #[arg(long)]
+    pub compare_rotation: bool,
+    /// Directory for the temp dir (the disk being measured).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Results of one run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Results {
+    /// Label of the run.
+    pub label: String,
+    /// Events acknowledged.
+    pub events: u64,
+    /// Events refused.
+    pub refused: u64,
+    /// Wall time of the load phase.
+    pub seconds: f64,
+    /// Acknowledged events per second.
+    pub events_per_s: f64,
+    /// Megabytes per second of event payload.
+    pub mb_per_s: f64,
+    /// Ack latency percentiles in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Daemon RSS before load (KiB).
+    pub rss_idle_kib: u64,
+    /// Daemon peak RSS (KiB).
+    pub rss_peak_kib: u64,
+    /// Group commits done by the daemon.
+    pub syncs: u64,
+}
+
+/// The disk's own limits, measured in the same directory.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Disk {
+    /// Sequential write rate (64 MiB in 1 MiB writes, then one fdatasync), MB/s.
+    pub seq_write_mb_s: f64,
+    /// Median latency of write(200 B) + fdatasync, microseconds.
+    pub fsync_us: f64,
+    /// Single-writer fdatasync rate, per second.
+    pub fsync_per_s: f64,
+}
+
+fn measure_disk(dir: &Path) -> anyhow::Result<Disk> {
+    let p = dir.join("disk-probe");
+    let mut f = std::fs::File::create(&p).context("create disk probe")?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..64 {
+        f.write_all(&chunk)?;
+    }
+    f.sync_data()?;
+    let seq = 64.0 * 1.048_576 / t.elapsed().as_secs_f64();
+    let mut lat = Vec::with_capacity(200);
+    let small = vec![b'x'; 200];
+    for _ in 0..200 {
+        let t = Instant::now();
+        f.write_all(&small)?;
+        f.sync_data()?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let med = lat[lat.len() / 2];
+    drop(f);
+    let _ = std::fs::remove_file(&p);
+    Ok(Disk {
+        seq_write_mb_s: seq,
+        fsync_us: med,
+        fsync_per_s: 1e6 / med.max(1.0),
+    })
+}
+
+fn rss_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Daemon {
+    child: Child,
+    base: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn start_daemon(parent: &Path, label: &str, flush: &str, rotate: Option<&str>) -> anyhow::Result<Daemon> {
+    let base = parent.join(format!("nxaudit-bench-{}-{label}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+    let cfg = base.join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[log]\nflush = {flush:?}\nrotate_size = {:?}\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n\
+             [listener]\nmax_connections = 4096\n[journal]\nenabled = false\n[auth]\nsource = \"off\"\n[forward]\nenabled = false\n",
+            rotate.unwrap_or("0")
+        ),
+    )?;
+    let exe = std::env::current_exe().context("locate nxaudit")?;
+    let daemon = exe.with_file_name("nxauditd");
+    let child = Command::new(&daemon)
+        .arg("--base-dir")
+        .arg(&base)
+        .arg("--config")
+        .arg(&cfg)
+        .env("NXAUDIT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", daemon.display()))?;
+    let d = Daemon { child, base };
+    let sock = d.base.join("audit.sock");
+    let t = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("daemon not ready after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(d)
+}
+
+fn event_line(size: usize, client: usize, i: u64) -> String {
+    let head = format!("{{\"code\":20101,\"user\":\"bench{client}\",\"message\":\"{i} ");
+    let pad = size.saturating_sub(head.len() + 3).max(1);
+    format!("{head}{}\"}}\n", "x".repeat(pad))
+}
+
+/// One client: closed loop with `window` in flight, or paced at `rate`.
+fn client(
+    sock: &Path,
+    c: usize,
+    n: u64,
+    size: usize,
+    window: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<(Vec<u32>, u64)> {
+    let s = UnixStream::connect(sock).context("connect")?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut lat = Vec::with_capacity(n as usize);
+    let mut refused = 0;
+    let mut inflight: VecDeque<Instant> = VecDeque::new();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut line = String::new();
+    if let Some(rate) = rate {
+        // Paced: a writer thread sends on schedule, we read replies here.
+        let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            for i in 0..n {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let _ = tx.send(Instant::now());
+                w.write_all(event_line(size, c, i).as_bytes())?;
+            }
+            Ok(())
+        });
+        for _ in 0..n {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                bail!("connection closed");
+            }
+            let t0 = rx.recv().context("timing channel")?;
+            lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            if !line.contains("\"ok\":true") {
+                refused += 1;
+            }
+        }
+        writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        return Ok((lat, refused));
+    }
+    let mut buf = Vec::with_capacity(window * (size + 2));
+    while lat.len() < n as usize {
+        buf.clear();
+        while inflight.len() < window && sent < n {
+            buf.extend_from_slice(event_line(size, c, sent).as_bytes());
+            inflight.push_back(Instant::now());
+            sent += 1;
+        }
+        if !buf.is_empty() {
+            w.write_all(&buf)?;
+        }
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("connection closed");
+        }
+        let t0 = inflight.pop_front().context("reply without request")?;
+        lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if !line.contains("\"ok\":true") {
+            refused += 1;
+        }
+    }
+    Ok((lat, refused))
+}
+
+fn pct(sorted: &[u32], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    u64::from(sorted[i.min(sorted.len() - 1)])
+}
+
+fn run_one(args: &Args, parent: &Path, label: &str, rotate: Option<&str>) -> anyhow::Result<Results> {
+    let d = start_daemon(parent, label, &args.flush, rotate)?;
+    let pid = d.child.id();
+    let rss_idle = rss_kib(pid, "VmRSS:");
+    let sock = d.base.join("audit.sock");
+    let clients = args.clients.max(1);
+    let per = args.events / clients as u64;
+    let rate = args.rate.map(|r| r as f64 / clients as f64);
+    let t = Instant::now();
+    let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                let sock = &sock;
+                s.spawn(move || client(sock, c, per, args.size, args.window, rate))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked"))))
+            .collect()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    let mut refused = 0;
+    for r in results {
+        let (l, f) = r?;
+        lat.extend(l);
+        refused += f;
+    }
+    lat.sort_unstable();
+    let rss_peak = rss_kib(pid, "VmHWM:");
+    let syncs = std::fs::read(d.base.join("state/status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.pointer("/writer/syncs").and_then(|s| s.as_u64()))
+        .unwrap_or(0);
+    let n = lat.len() as u64;
+    Ok(Results {
+        label: label.to_string(),
+        events: n - refused,
+        refused,
+        seconds: secs,
+        events_per_s: n as f64 / secs,
+        mb_per_s: n as f64 * args.size as f64 / secs / 1e6,
+        p50_us: pct(&lat, 0.50),
+        p99_us: pct(&lat, 0.99),
+        p999_us: pct(&lat, 0.999),
+        rss_idle_kib: rss_idle,
+        rss_peak_kib: rss_peak,
+        syncs,
+    })
+}
 
 /// Runs the subcommand; returns the exit code.
-pub fn run(_ctx: &Context, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let disk = measure_disk(&parent)?;
+    let mut runs = Vec::new();
+    if args.compare_rotation {
+        runs.push(run_one(args, &parent, "no-rotation", None)?);
+        runs.push(run_one(args, &parent, "rotate-5MiB", Some("5MiB"))?);
+    } else {
+        runs.push(run_one(args, &parent, "run", args.rotate_size.as_deref())?);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"disk": disk, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
+        );
+        return Ok(0);
+    }
+    println!(
+        "disk: sequential write {:.1} MB/s; write+fdatasync {:.0} us ({:.0}/s)",
+        disk.seq_write_mb_s, disk.fsync_us, disk.fsync_per_s
+    );
+    for r in &runs {
+        println!(
+            "{}: {} clients, {} events of {} B, flush={}{}: {:.0} events/s ({:.2} MB/s), {} refused, {} syncs",
+            r.label,
+            args.clients,
+            r.events + r.refused,
+            args.size,
+            args.flush,
+            args.rate.map(|x| format!(", offered {x}/s")).unwrap_or_default(),
+            r.events_per_s,
+            r.mb_per_s,
+            r.refused,
+            r.syncs
+        );
+        println!(
+            "  ack latency p50 {} us, p99 {} us, p999 {} us; RSS idle {} KiB, peak {} KiB",
+            r.p50_us, r.p99_us, r.p999_us, r.rss_idle_kib, r.rss_peak_kib
+        );
+        println!(
+            "  ratios: {:.1}% of sequential write rate; {:.1}x the single-fsync rate; p99 = {:.2}x one fdatasync",
+            100.0 * r.mb_per_s / disk.seq_write_mb_s.max(1e-9),
+            r.events_per_s / disk.fsync_per_s.max(1e-9),
+            r.p99_us as f64 / disk.fsync_us.max(1.0)
+        );
+    }
+    if runs.len() == 2 {
+        println!(
+            "rotation every 5 MiB vs none: p99 ratio {:.2}, throughput ratio {:.2}",
+            runs[1].p99_us as f64 / runs[0].p99_us.max(1) as f64,
+            runs[1].events_per_s / runs[0].events_per_s.max(1e-9)
+        );
+    }
+    Ok(0)
 }

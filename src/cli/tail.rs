@@ -1,12 +1,131 @@
-//! `nxaudit tail` (being written).
+//! `nxaudit tail [-f]`: prints the end of the active log and, with `-f`,
+//! follows it across rotations without losing or repeating a line.
+//!
+//! Following keeps the open file handle: when `audit.log` is renamed by a
+//! rotation, the handle still reads the old file to its end (even if the
+//! compressor has unlinked it), and only then is the new `audit.log` opened
+//! from its start. A partial last line is held back until its newline.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use super::Context;
+use crate::protocol::Component;
+use crate::record;
 
 /// Arguments of `nxaudit tail`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Keep printing new records as they are written.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// How many of the last lines to print first.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub lines: usize,
+    /// Only records with this code (repeatable).
+    #[arg(long)]
+    pub code: Vec<u32>,
+    /// Only records of this component.
+    #[arg(long)]
+    pub component: Option<String>,
+}
+
+struct Filter {
+    codes: Vec<u32>,
+    component: Option<Component>,
+}
+
+impl Filter {
+    fn keep(&self, line: &str) -> bool {
+        if self.codes.is_empty() && self.component.is_none() {
+            return true;
+        }
+        let Ok(r) = record::parse_line(line) else {
+            return false;
+        };
+        (self.codes.is_empty() || self.codes.contains(&r.code))
+            && self.component.is_none_or(|c| r.component() == Some(c))
+    }
+}
 
 /// Runs the subcommand; returns the exit code.
-pub fn run(_ctx: &Context, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    let component = match &args.component {
+        Some(c) => Some(
+            Component::parse(c)
+                .with_context(|| format!("unknown component {c:?} (Engine, Portal, WebConsole, Appliance)"))?,
+        ),
+        None => None,
+    };
+    let filter = Filter {
+        codes: args.code.clone(),
+        component,
+    };
+    let path = ctx.config.active_log();
+    let mut file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // Initial part: the last N matching lines of the current content.
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let text = String::from_utf8_lossy(&data[..complete]);
+    let kept: Vec<&str> = text.lines().filter(|l| filter.keep(l)).collect();
+    for l in &kept[kept.len().saturating_sub(args.lines)..] {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(0);
+    }
+    file.seek(SeekFrom::Start(complete as u64))?;
+    let mut pending: Vec<u8> = data[complete..].to_vec();
+    let mut ino = file.metadata()?.ino();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n > 0 {
+            pending.extend_from_slice(&buf[..n]);
+            emit(&mut pending, &filter, &mut out)?;
+            continue;
+        }
+        // At the end of our file: has audit.log been rotated away? Once the
+        // new file exists no more writes go to the old one, so read the old
+        // one to its end once more, then switch.
+        if let Ok(m) = std::fs::metadata(&path) {
+            if m.ino() != ino {
+                if let Ok(next) = File::open(&path) {
+                    loop {
+                        let n = file.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    emit(&mut pending, &filter, &mut out)?;
+                    ino = next.metadata()?.ino();
+                    file = next;
+                    pending.clear();
+                    continue;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints the complete lines of `pending` that pass the filter.
+fn emit(pending: &mut Vec<u8>, filter: &Filter, out: &mut impl Write) -> std::io::Result<()> {
+    while let Some(p) = pending.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=p).collect();
+        let s = String::from_utf8_lossy(&line[..line.len() - 1]);
+        if filter.keep(&s) {
+            writeln!(out, "{s}")?;
+        }
+    }
+    out.flush()
 }

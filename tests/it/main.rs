@@ -3,3 +3,7 @@
 //! own temp dir through `util`.
 
 mod util;
+
+mod catalog;
+mod durability;
+mod protocol;
