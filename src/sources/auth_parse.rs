@@ -114,7 +114,9 @@ pub struct AuthStats {
     pub other_program: u64,
 }
 
-/// What a rule made of a line.
+/// What a rule made of a line. Short-lived (one per line), so the size of
+/// the `Record` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Verdict {
     /// A record (the filter still applies).
     Record(Entry),
@@ -1317,6 +1319,59 @@ mod tests {
             .unwrap();
         assert_eq!(f(&e, "suppressed"), Some("3"));
         assert_eq!(c.stats().suppressed, 3);
+    }
+
+    /// The record of an entry as the fixture writes it; `program` and
+    /// `program_pid` are checked against the syslog header instead.
+    fn as_fixture(e: &Entry, program: &str, pid: Option<u32>) -> serde_json::Value {
+        assert_eq!(e.get_field("program"), Some(program));
+        assert_eq!(
+            e.get_field("program_pid"),
+            pid.map(|p| p.to_string()).as_deref()
+        );
+        let fields: serde_json::Map<String, serde_json::Value> = e
+            .fields
+            .iter()
+            .filter(|(k, _)| k != "program" && k != "program_pid")
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::json!({
+            "code": e.code,
+            "user": e.user,
+            "client": e.client,
+            "message": e.message,
+            "fields": fields,
+        })
+    }
+
+    #[test]
+    fn fixture_cases() {
+        let text = include_str!("../../tests/fixtures/auth/cases.jsonl");
+        let mut c = all();
+        let mut bad = Vec::new();
+        let mut lines = 0;
+        for (n, l) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let Some(line) = v.get("line").and_then(|x| x.as_str()) else {
+                continue;
+            };
+            lines += 1;
+            let m = crate::sources::syslog_msg::parse(line.as_bytes()).unwrap();
+            let program = m.app_name.clone().unwrap_or_default();
+            let got = c
+                .classify(&program, m.pid(), &m.message)
+                .map(|e| as_fixture(&e, &program, m.pid()))
+                .unwrap_or(serde_json::Value::Null);
+            if got != v["expect"] {
+                bad.push(format!(
+                    "line {}: {line}\n  expected {}\n  got      {got}",
+                    n + 1,
+                    v["expect"]
+                ));
+            }
+        }
+        assert!(lines >= 60, "only {lines} fixture lines");
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
     }
 
     proptest! {
