@@ -76,6 +76,8 @@ pub const SUDO_REFUSED: u32 = 60102;
 
 /// How many sessions and per-process marks are remembered for deduplication.
 const STATE_CAP: usize = 4096;
+/// Longest raw line recorded; the rest is cut (`truncated="true"`).
+const RAW_MAX: usize = 8 * 1024;
 /// Window of the raw-line rate limit.
 const RAW_WINDOW: Duration = Duration::from_secs(60);
 
@@ -284,10 +286,21 @@ impl AuthClassifier {
             Family::Ssh => SSH_LOGON_FAILED,
             Family::Sudo => SUDO_REFUSED,
         };
-        let text = message.trim_end_matches(['\n', '\r', '\0']);
+        let mut text = message.trim_end_matches(['\n', '\r', '\0']);
+        let truncated = text.len() > RAW_MAX;
+        if truncated {
+            let mut cut = RAW_MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text = &text[..cut];
+        }
         let mut e = Entry::appliance(code)
             .with_message(text)
             .field("parsed", "false");
+        if truncated {
+            e = e.field("truncated", "true");
+        }
         if suppressed > 0 {
             e = e.field("suppressed", suppressed.to_string());
         }
