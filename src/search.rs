@@ -292,7 +292,7 @@ impl Filter {
         (self.codes.is_empty() || self.codes.contains(&r.code))
             && (self.components.is_empty()
                 || r.component().is_some_and(|c| self.components.contains(&c)))
-            && (self.users.is_empty() || self.users.iter().any(|u| *u == r.account))
+            && (self.users.is_empty() || self.users.contains(&r.account))
     }
 
     /// Whether a raw line (newline excluded) is a record that matches.

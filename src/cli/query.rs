@@ -1,12 +1,318 @@
-//! `nxaudit query` (being written).
+//! `nxaudit query`: the records of a time window, from every file of the log
+//! (rotated and compressed ones too), through the same search as the Audit
+//! trail API ([`crate::search`]) so both return the same lines.
+//!
+//! Time: `--since` (inclusive) and `--until` (exclusive) take RFC 3339,
+//! `yyyy-mm-dd[Thh:mm:ss]` (UTC when no offset), `now`, or a time relative to
+//! now (`2h`, `30m`, `1d`, `1h30m`). `--before-date` and `--elapsed-hours`
+//! mean exactly what the API's `before_date` and `elapsed_hours` mean
+//! (`--elapsed-hours` counts back from `--before-date`/`--until`, else from
+//! now). Filters: `--code`, `--component`, `--user`, each repeatable or
+//! comma-separated. Output: the lines as they are on disk, or one JSON
+//! object per record with `--json`, streamed as found. When the plan reads
+//! more than a few hundred MB, progress goes to stderr. Exit 0 on success,
+//! whether or not anything matched.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use serde_json::{Map, Value};
 
 use super::Context;
+use crate::protocol::Component;
+use crate::record::{self, ParsedRecord};
+use crate::search::{self, Filter, Search, Window};
+
+/// Above this many bytes to read, progress is shown on stderr.
+const PROGRESS_ABOVE: u64 = 256 << 20;
 
 /// Arguments of `nxaudit query`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Records at or after this time (RFC 3339, yyyy-mm-dd[Thh:mm:ss], now, or 2h / 30m / 1d ago).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Records strictly before this time (same forms as --since).
+    #[arg(long, value_name = "TIME", conflicts_with = "before_date")]
+    pub until: Option<String>,
+    /// Records strictly before this date or datetime (the API's before_date).
+    #[arg(long, value_name = "DATE")]
+    pub before_date: Option<String>,
+    /// Records of the last N hours before --before-date/--until or now (the API's elapsed_hours).
+    #[arg(long, value_name = "HOURS", conflicts_with = "since")]
+    pub elapsed_hours: Option<String>,
+    /// Only these audit codes.
+    #[arg(long, value_name = "CODE", value_delimiter = ',')]
+    pub code: Vec<u32>,
+    /// Only these components (Engine, Portal, WebConsole/Console, Appliance).
+    #[arg(long, value_name = "COMPONENT", value_delimiter = ',')]
+    pub component: Vec<String>,
+    /// Only records of these accounts.
+    #[arg(long, value_name = "USER")]
+    pub user: Vec<String>,
+    /// One JSON object per record instead of the log lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show progress on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Log directory to search instead of the configured one.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+}
+
+/// The window the arguments describe.
+pub fn window(args: &Args, now: chrono::DateTime<Utc>) -> anyhow::Result<Window> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| search::parse_time_arg(s, now))
+        .transpose()
+        .context("--since")?;
+    let until = match (&args.until, &args.before_date) {
+        (Some(u), _) => Some(search::parse_time_arg(u, now).context("--until")?),
+        (None, Some(b)) => Some(search::parse_before_date(b).context("--before-date")?),
+        (None, None) => None,
+    };
+    let since = match &args.elapsed_hours {
+        Some(h) => {
+            let d = search::parse_elapsed_hours(h).context("--elapsed-hours")?;
+            until.unwrap_or(now).checked_sub_signed(d)
+        }
+        None => since,
+    };
+    // With --elapsed-hours alone the window ends now, as in the API.
+    let until = match (&args.elapsed_hours, until) {
+        (Some(_), None) => Some(now),
+        (_, u) => u,
+    };
+    Ok(Window { since, until })
+}
+
+/// The filter the arguments describe.
+pub fn filter(args: &Args) -> anyhow::Result<Filter> {
+    let mut components = Vec::new();
+    for c in &args.component {
+        match Component::parse(c.trim()) {
+            Some(c) => components.push(c),
+            None => bail!(
+                "--component: unknown component {c:?} (Engine, Portal, WebConsole, Console, Appliance)"
+            ),
+        }
+    }
+    Ok(Filter {
+        codes: args.code.clone(),
+        components,
+        users: args.user.clone(),
+    })
+}
+
+/// A record as a JSON object (the fields of the JSON log format).
+pub fn record_json(r: &ParsedRecord) -> Value {
+    let mut m = Map::new();
+    m.insert("ts".into(), Value::String(record::format_ts(r.ts)));
+    m.insert("host".into(), Value::String(r.host.clone()));
+    m.insert("source".into(), Value::String(r.source.clone()));
+    m.insert("category".into(), Value::String(r.category.clone()));
+    m.insert("code".into(), Value::from(r.code));
+    m.insert("account".into(), Value::String(r.account.clone()));
+    m.insert("text".into(), Value::String(r.text.clone()));
+    m.insert("seq".into(), Value::from(r.seq));
+    m.insert("pid".into(), Value::from(r.pid));
+    m.insert("uid".into(), Value::from(r.uid));
+    m.insert("gid".into(), Value::from(r.gid));
+    let fields: Map<String, Value> = r
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    m.insert("fields".into(), Value::Object(fields));
+    m.insert("h".into(), Value::String(r.h.clone()));
+    Value::Object(m)
+}
+
+/// Writes one chunk of whole lines as JSON objects, one a line. A line that
+/// is not a record is kept as `{"unparsed": "…"}` so nothing disappears.
+fn write_json(out: &mut impl Write, chunk: &[u8]) -> io::Result<()> {
+    for line in chunk.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(line);
+        if text.starts_with('{') && record::parse_json(&text).is_ok() {
+            out.write_all(line)?;
+            out.write_all(b"\n")?;
+            continue;
+        }
+        let v = match record::parse_line(&text) {
+            Ok(r) => record_json(&r),
+            Err(_) => {
+                let mut m = Map::new();
+                m.insert("unparsed".into(), Value::String(text.into_owned()));
+                Value::Object(m)
+            }
+        };
+        serde_json::to_writer(&mut *out, &v)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Progress lines on stderr, at most one a second.
+struct ProgressReport {
+    enabled: bool,
+    tty: bool,
+    last: Instant,
+    shown: bool,
+}
+
+impl ProgressReport {
+    fn show(&mut self, p: search::Progress) {
+        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let pct = (p.done.min(p.total) * 100)
+            .checked_div(p.total)
+            .unwrap_or(100);
+        let msg = format!(
+            "nxaudit query: {:.0} of {:.0} MiB read ({pct}%)",
+            mib(p.done),
+            mib(p.total)
+        );
+        let mut err = io::stderr().lock();
+        let _ = if self.tty {
+            write!(err, "\r{msg}")
+        } else {
+            writeln!(err, "{msg}")
+        };
+    }
+
+    fn finish(&self) {
+        if self.shown && self.tty {
+            let _ = writeln!(io::stderr());
+        }
+    }
+}
 
 /// Runs the subcommand; returns the exit code.
-pub fn run(_ctx: &Context, _args: &Args) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    let window = window(args, Utc::now())?;
+    let filter = filter(args)?;
+    let dir = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| ctx.config.log_dir.clone());
+    let search = Search::plan(&dir, window, filter)?;
+    let mut progress = ProgressReport {
+        enabled: !args.no_progress && search.estimated_bytes() > PROGRESS_ABOVE,
+        tty: io::stderr().is_terminal(),
+        last: Instant::now(),
+        shown: false,
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let json = args.json;
+    let result = search.run_with_progress(&mut |p| progress.show(p), |chunk| {
+        if json {
+            write_json(&mut out, chunk)
+        } else {
+            out.write_all(chunk)
+        }
+    });
+    progress.finish();
+    let flushed = out.flush();
+    match result {
+        Ok(_) => {}
+        // A closed pipe (`| head`) is a normal end.
+        Err(search::SearchError::Sink(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(0),
+        Err(e) => return Err(e.into()),
+    }
+    match flushed {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write results")),
+        Ok(()) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(v: &[&str]) -> Args {
+        let mut all = vec!["q"];
+        all.extend_from_slice(v);
+        Cli::try_parse_from(all).unwrap().args
+    }
+
+    fn t(s: &str) -> chrono::DateTime<Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn windows_like_the_api() {
+        let now = t("2026-01-10T12:00:00Z");
+        let w = window(
+            &args(&["--before-date", "2026-01-01", "--elapsed-hours", "2"]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            Window::from_api(Some("2026-01-01"), Some("2"), now).unwrap()
+        );
+        let w = window(&args(&["--elapsed-hours", "1.5"]), now).unwrap();
+        assert_eq!(w, Window::from_api(None, Some("1.5"), now).unwrap());
+        let w = window(&args(&["--since", "2h", "--until", "1h"]), now).unwrap();
+        assert_eq!(
+            w,
+            Window {
+                since: Some(t("2026-01-10T10:00:00Z")),
+                until: Some(t("2026-01-10T11:00:00Z"))
+            }
+        );
+        assert!(window(&args(&["--since", "banana"]), now).is_err());
+        let cli = Cli::try_parse_from(["q", "--since", "1h", "--elapsed-hours", "2"]);
+        assert!(cli.is_err());
+    }
+
+    #[test]
+    fn filters() {
+        let f = filter(&args(&[
+            "--code",
+            "1,2",
+            "--code",
+            "3",
+            "--component",
+            "Console",
+            "--user",
+            "a",
+        ]))
+        .unwrap();
+        assert_eq!(f.codes, vec![1, 2, 3]);
+        assert_eq!(f.components, vec![Component::WebConsole]);
+        assert_eq!(f.users, vec!["a".to_string()]);
+        assert!(filter(&args(&["--component", "Nope"])).is_err());
+    }
+
+    #[test]
+    fn json_output_keeps_unparsed_lines() {
+        let mut out = Vec::new();
+        write_json(&mut out, b"not a record\n").unwrap();
+        assert_eq!(out, b"{\"unparsed\":\"not a record\"}\n");
+    }
 }
