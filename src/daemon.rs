@@ -207,11 +207,20 @@ pub async fn run(
 }
 
 fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
-    // SOURCES-WIRING: the journal follower, syslog intake and forwarder are
-    // spawned here once their modules land.
-    let _ = (ctx, tracker);
-    if cfg.journal.enabled || cfg.forward.enabled || cfg.auth.source != AuthSource::Off {
-        warn!("journal, syslog intake and forwarding are not available in this build yet");
+    if cfg.journal.enabled {
+        tracker.spawn(crate::sources::journal::run_engine(ctx.clone()));
+    }
+    match cfg.auth.source {
+        AuthSource::Rsyslog => {
+            tracker.spawn(crate::sources::syslog_intake::run(ctx.clone()));
+        }
+        AuthSource::Journal => {
+            tracker.spawn(crate::sources::journal::run_auth(ctx.clone()));
+        }
+        AuthSource::Off => {}
+    }
+    if cfg.forward.enabled {
+        tracker.spawn(crate::sinks::syslog_forward::run(ctx.clone()));
     }
 }
 

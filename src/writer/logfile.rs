@@ -530,7 +530,10 @@ impl LogWriter {
     /// Rotates: sync, rename the active file, create a new one starting with
     /// 60903, hand the old one to the compressor.
     pub(crate) fn rotate(&mut self, reason: &str) -> Result<PathBuf, AppendError> {
-        self.sync_now();
+        // Under flush = "sync" every batch is already durable.
+        if self.dirty {
+            self.sync_now();
+        }
         let name = logset::rotated_name(self.file_start, self.file_first_seq);
         let target = self.dir.join(&name);
         let fail = |what: &str, e: io::Error| AppendError::WriteFailed(format!("{what}: {e}"));

@@ -196,8 +196,7 @@ impl Worker {
 
     /// The last seq the forwarder has read, if forwarding is on.
     fn forwarded(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.state_dir.join("forward.pos")).ok()?;
-        text.split_whitespace().next()?.parse().ok()
+        crate::sinks::syslog_forward::saved_position(&self.state_dir)
     }
 
     fn free_bytes(&self) -> Option<u64> {
