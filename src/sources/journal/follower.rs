@@ -1,0 +1,1091 @@
+//! The generic follower: runs journalctl as a child, classifies each entry
+//! ([`Classifier`]), appends records through a [`RecordSink`] and keeps the
+//! position exactly once (see the parent module).
+//!
+//! One task, one `select!` loop (Vector's journald source): journalctl's
+//! stdout, a cursor-save timer, shutdown. Entries are handled one at a time
+//! and the position moves past an entry only once its record, if any, is
+//! acknowledged; a failed append is retried with back-off, never skipped.
+//!
+//! journalctl is started with `--output=json --all --quiet --no-pager`, the
+//! configured extra arguments, a start position (`--after-cursor`, or the
+//! first start: `--boot`, the whole journal, or after the current tail) and
+//! the classifier's field matches. With `--file` in the extra arguments it
+//! runs without `--follow` and is re-run every second (`mode = "poll"`):
+//! journalctl cannot follow explicitly named files (systemd 252: "Failed to
+//! get journal fd"); `--directory` and the system journal are followed.
+//!
+//! The child gets `PR_SET_PDEATHSIG` so that a `kill -9` of the daemon does
+//! not leave it running, and `kill_on_drop` for every other exit.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+use super::cursor::{self, CursorStore, JournalCursor, Position};
+use super::entry::{JournalEntry, Line, LineReader, MAX_LINE};
+use super::{JournalError, BACKOFF_INITIAL, BACKOFF_MAX};
+use crate::config::{Config, FirstStart};
+use crate::record::Entry;
+use crate::shutdown::Shutdown;
+use crate::status::Registry;
+use crate::writer::{Ack, AppendError, WriterHandle};
+
+/// Arguments of every journalctl run. `--merge` because `--follow` without
+/// it (or `--boot`) implies the current boot only (systemd 252,
+/// `parse_argv`), which would skip what an earlier boot logged after the
+/// saved cursor; entries of other machines that `--merge` brings in from
+/// the system journal are dropped by machine id ([`Follower`]).
+const BASE_ARGS: [&str; 5] = ["--output=json", "--all", "--quiet", "--no-pager", "--merge"];
+
+/// journalctl options that name the journal to read instead of the
+/// system's own.
+const LOCATION_ARGS: [&str; 7] = [
+    "--directory",
+    "-D",
+    "--file",
+    "--root",
+    "--image",
+    "--machine",
+    "-M",
+];
+
+/// What a classifier makes of one entry.
+#[derive(Debug)]
+pub enum Verdict {
+    /// One record to append (the follower adds `cursor=` and `jsrc=`, and
+    /// `time=` when the classifier left it empty).
+    Record(Box<Entry>),
+    /// Nothing to record; the reason is counted in the status.
+    Ignored(&'static str),
+}
+
+/// The part of a follower that knows what it is looking for.
+pub trait Classifier: Send + 'static {
+    /// journalctl match arguments (`FIELD=value`, `+`) narrowing the child's
+    /// output; the classifier still checks every entry it gets.
+    fn journal_matches(&self) -> Vec<String>;
+    /// Classifies one entry.
+    fn classify(&mut self, entry: &JournalEntry) -> Verdict;
+}
+
+/// Where records go: the writer, or a test double.
+pub trait RecordSink: Send + Sync + 'static {
+    /// Appends one record; `Ok` means it is durable.
+    fn append(&self, entry: Entry) -> impl Future<Output = Result<Ack, AppendError>> + Send;
+}
+
+impl RecordSink for WriterHandle {
+    fn append(&self, entry: Entry) -> impl Future<Output = Result<Ack, AppendError>> + Send {
+        WriterHandle::append(self, entry)
+    }
+}
+
+/// Everything a follower needs besides its classifier and sink.
+#[derive(Debug, Clone)]
+pub struct FollowerSpec {
+    /// Status section name.
+    pub section: &'static str,
+    /// Value of the `jsrc=` field on this follower's records.
+    pub jsrc: &'static str,
+    /// The cursor file.
+    pub state_file: PathBuf,
+    /// The audit log directory (scanned for the last own record on start).
+    pub log_dir: PathBuf,
+    /// The journalctl binary.
+    pub journalctl: PathBuf,
+    /// Extra journalctl arguments (`--directory`, `--file`, `--merge`, …).
+    pub extra_args: Vec<String>,
+    /// Where to begin without a cursor.
+    pub first_start: FirstStart,
+    /// First restart delay.
+    pub backoff_initial: Duration,
+    /// Longest restart delay.
+    pub backoff_max: Duration,
+    /// Re-run interval in poll mode.
+    pub poll_interval: Duration,
+    /// Longest time between a position change and its save.
+    pub save_interval: Duration,
+    /// Consecutive unparsable lines after which journalctl is restarted.
+    pub garbage_limit: u32,
+}
+
+impl FollowerSpec {
+    /// The spec from the daemon's configuration (`[journal]` settings,
+    /// state file `state_dir/<state_name>`).
+    pub fn from_config(
+        cfg: &Config,
+        section: &'static str,
+        jsrc: &'static str,
+        state_name: &str,
+    ) -> FollowerSpec {
+        FollowerSpec {
+            section,
+            jsrc,
+            state_file: cfg.state_dir.join(state_name),
+            log_dir: cfg.log_dir.clone(),
+            journalctl: cfg.journal.journalctl.clone(),
+            extra_args: cfg.journal.extra_args.clone(),
+            first_start: cfg.journal.first_start,
+            backoff_initial: BACKOFF_INITIAL,
+            backoff_max: BACKOFF_MAX,
+            poll_interval: Duration::from_secs(1),
+            save_interval: Duration::from_secs(1),
+            garbage_limit: 100,
+        }
+    }
+
+    fn poll_mode(&self) -> bool {
+        self.extra_args
+            .iter()
+            .any(|a| a == "--file" || a.starts_with("--file="))
+    }
+
+    /// Whether journalctl reads the system's own journal (no location
+    /// option among the extra arguments).
+    fn reads_system_journal(&self) -> bool {
+        !self.extra_args.iter().any(|a| {
+            LOCATION_ARGS.iter().any(|l| {
+                a == l || a.starts_with(&format!("{l}=")) || (l.len() == 2 && a.starts_with(l))
+            })
+        })
+    }
+}
+
+/// Publishes a section saying the follower is switched off.
+pub fn publish_disabled(status: &Registry, section: &str, why: &str) {
+    status.set(section, json!({ "state": "disabled", "reason": why }));
+}
+
+/// Publishes a section saying the follower cannot run (configuration).
+pub fn publish_failed(status: &Registry, section: &str, error: &str) {
+    status.set(
+        section,
+        json!({ "state": "failed", "last_error": error, "last_error_at": now_rfc3339() }),
+    );
+}
+
+fn now_rfc3339() -> String {
+    crate::record::format_ts(chrono::Utc::now())
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    state: &'static str,
+    pid: Option<u32>,
+    starts: u64,
+    restarts: u64,
+    backoff_ms: u64,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    entries: u64,
+    records: u64,
+    last_record_seq: Option<u64>,
+    last_entry_time: Option<String>,
+    ignored: BTreeMap<&'static str, u64>,
+    bad_lines: u64,
+    oversized_lines: u64,
+    array_fields: u64,
+    append_errors: u64,
+    saves: u64,
+    save_errors: u64,
+}
+
+/// Exponential back-off with a cap.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+}
+
+/// Why one run of the child ended.
+enum RunEnd {
+    Shutdown,
+    Eof,
+    Garbage(u32),
+    ReadError(std::io::Error),
+}
+
+/// Last lines of the child's stderr, for the status.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    const LINES: usize = 4;
+
+    fn push(&self, line: String) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() == Self::LINES {
+                q.pop_front();
+            }
+            q.push_back(line);
+        }
+    }
+
+    fn take(&self) -> String {
+        match self.0.lock() {
+            Ok(mut q) => q.drain(..).collect::<Vec<_>>().join(" / "),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// A running follower: one journalctl child at a time, one entry at a time.
+pub struct Follower<C, S> {
+    spec: FollowerSpec,
+    classifier: C,
+    sink: S,
+    status: Registry,
+    store: CursorStore,
+    pos: Position,
+    saved: Position,
+    last_save: Instant,
+    stats: Stats,
+    last_publish: Instant,
+    mode: &'static str,
+    machine_id: Option<String>,
+}
+
+impl<C: Classifier, S: RecordSink> Follower<C, S> {
+    /// A follower that has not started yet.
+    pub fn new(spec: FollowerSpec, classifier: C, sink: S, status: Registry) -> Self {
+        let store = CursorStore::new(spec.state_file.clone());
+        let mode = if spec.poll_mode() { "poll" } else { "follow" };
+        // Only this machine's entries count when reading the system journal.
+        let machine_id = spec
+            .reads_system_journal()
+            .then(|| std::fs::read_to_string("/etc/machine-id").ok())
+            .flatten()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty());
+        Follower {
+            spec,
+            classifier,
+            sink,
+            status,
+            store,
+            pos: Position::default(),
+            saved: Position::default(),
+            last_save: Instant::now(),
+            stats: Stats {
+                state: "starting",
+                ..Stats::default()
+            },
+            last_publish: Instant::now(),
+            mode,
+            machine_id,
+        }
+    }
+
+    /// Runs until `shutdown` fires.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        self.publish(true);
+        let mut backoff = Backoff::new(self.spec.backoff_initial, self.spec.backoff_max);
+        // Without knowing where the last run stopped nothing can be done
+        // exactly once, so recovery is retried rather than guessed.
+        loop {
+            let recovered = tokio::select! {
+                r = self.recover() => r,
+                _ = shutdown.recv() => {
+                    self.stopped();
+                    return;
+                }
+            };
+            match recovered {
+                Ok(()) => break,
+                Err(e) => {
+                    self.fail(&e.to_string());
+                    if !self.pause(backoff.step(), &mut shutdown).await {
+                        self.stopped();
+                        return;
+                    }
+                }
+            }
+        }
+        backoff.reset();
+        while !shutdown.is_shutdown() {
+            let (healthy, error) = self.run_child(&mut shutdown).await;
+            self.save_if_dirty().await;
+            if shutdown.is_shutdown() {
+                break;
+            }
+            if healthy {
+                backoff.reset();
+            }
+            let delay = match error {
+                Some(msg) => {
+                    self.fail(&msg);
+                    self.stats.restarts += 1;
+                    backoff.step()
+                }
+                // Only poll mode ends a run without an error.
+                None => self.spec.poll_interval,
+            };
+            if !self.pause(delay, &mut shutdown).await {
+                break;
+            }
+        }
+        self.save_if_dirty().await;
+        self.stopped();
+    }
+
+    /// Reads the saved position and the log's last own record, keeps the
+    /// newer, and makes a first-start "now" position durable.
+    async fn recover(&mut self) -> Result<(), JournalError> {
+        let store = self.store.clone();
+        let log_dir = self.spec.log_dir.clone();
+        let jsrc = self.spec.jsrc;
+        let (saved, scan) = tokio::task::spawn_blocking(move || {
+            let saved = match store.load() {
+                Ok(s) => s,
+                // The log still has the cursor of every record; a corrupt
+                // file only loses the position among ignored entries.
+                Err(e @ JournalError::CorruptState { .. }) => {
+                    tracing::warn!(error = %e, "ignoring corrupt journal cursor file");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let after = saved.as_ref().map_or(0, |p| p.log_seq);
+            let scan = cursor::scan_log(&log_dir, jsrc, after)?;
+            Ok((saved, scan))
+        })
+        .await
+        .map_err(|e| JournalError::Io {
+            what: "recovery task failed",
+            path: self.spec.log_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        let had_file = saved.is_some();
+        self.pos = cursor::resume_point(saved.clone(), &scan);
+        self.saved = saved.unwrap_or_default();
+        tracing::info!(
+            section = self.spec.section,
+            cursor = self.pos.cursor.as_ref().map(JournalCursor::as_str),
+            from_log = scan.last.is_some(),
+            had_file,
+            "journal follower resumes"
+        );
+        if self.pos.cursor.is_none() && self.spec.first_start == FirstStart::Now {
+            self.pos.cursor = self.tail_cursor().await?;
+        }
+        if self.pos != self.saved {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// The cursor of the newest matching entry, so that "now" survives a
+    /// restart before the first entry (none: the journal has none yet).
+    async fn tail_cursor(&mut self) -> Result<Option<JournalCursor>, JournalError> {
+        let mut cmd = Command::new(&self.spec.journalctl);
+        cmd.args(&self.spec.extra_args)
+            .args(BASE_ARGS)
+            .arg("--lines=1")
+            .args(self.classifier.journal_matches())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let io_err = |source| JournalError::Io {
+            what: "cannot run",
+            path: self.spec.journalctl.clone(),
+            source,
+        };
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .map_err(|_| io_err(std::io::Error::other("timed out reading the journal tail")))?
+            .map_err(io_err)?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(io_err(std::io::Error::other(format!(
+                "{}: {}",
+                out.status,
+                err.trim()
+            ))));
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter_map(|l| JournalEntry::parse(l).ok())
+            .last()
+            .map(|e| e.cursor().clone()))
+    }
+
+    fn command(&mut self) -> Command {
+        let mut cmd = Command::new(&self.spec.journalctl);
+        cmd.args(&self.spec.extra_args).args(BASE_ARGS);
+        if self.mode == "follow" {
+            // --follow alone would start at the last 10 entries.
+            cmd.args(["--follow", "--no-tail"]);
+        }
+        match (&self.pos.cursor, self.spec.first_start) {
+            (Some(c), _) => {
+                cmd.arg(format!("--after-cursor={c}"));
+            }
+            (None, FirstStart::Boot) => {
+                cmd.arg("--boot");
+            }
+            (None, FirstStart::All | FirstStart::Now) => {}
+        }
+        cmd.args(self.classifier.journal_matches())
+            .env("SYSTEMD_COLORS", "0")
+            .env("SYSTEMD_PAGER", "")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let daemon = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls the async-signal-safe prctl(2) and getppid(2).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The daemon died between fork and prctl: do not outlive it.
+                if u32::try_from(libc::getppid()).ok() != Some(daemon) {
+                    return Err(std::io::Error::other("parent exited"));
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// One run of journalctl: whether it was healthy (delivered entries or
+    /// ran for a while, so the back-off starts over) and, unless it ended
+    /// normally (shutdown, or the end of a poll), what went wrong.
+    async fn run_child(&mut self, shutdown: &mut Shutdown) -> (bool, Option<String>) {
+        let mut cmd = self.command();
+        let started = Instant::now();
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    false,
+                    Some(format!(
+                        "cannot run {}: {e}",
+                        self.spec.journalctl.display()
+                    )),
+                )
+            }
+        };
+        self.stats.starts += 1;
+        self.stats.pid = child.id();
+        self.stats.state = "running";
+        self.publish(true);
+        let tail = StderrTail::default();
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(drain_stderr(err, tail.clone(), self.spec.section));
+        }
+        let Some(out) = child.stdout.take() else {
+            stop_child(&mut child).await;
+            return (false, Some("journalctl has no stdout".into()));
+        };
+        let entries_before = self.stats.entries;
+        let end = self.pump(out, shutdown).await;
+        let healthy =
+            self.stats.entries > entries_before || started.elapsed() >= Duration::from_secs(30);
+        self.stats.pid = None;
+        self.stats.state = "restarting";
+        let error = match end {
+            RunEnd::Shutdown => {
+                stop_child(&mut child).await;
+                None
+            }
+            RunEnd::Eof => match wait_child(&mut child).await {
+                Some(st) if st.success() && self.mode == "poll" => None,
+                st => {
+                    // Let the stderr reader catch the child's last words.
+                    tokio::task::yield_now().await;
+                    let detail = tail.take();
+                    let how = st.map_or_else(
+                        || "killed after closing its output".to_string(),
+                        |s| s.to_string(),
+                    );
+                    Some(format!("journalctl exited ({how}){}", with_detail(&detail)))
+                }
+            },
+            RunEnd::Garbage(n) => {
+                stop_child(&mut child).await;
+                Some(format!(
+                    "journalctl printed {n} lines in a row that are not journal entries"
+                ))
+            }
+            RunEnd::ReadError(e) => {
+                stop_child(&mut child).await;
+                Some(format!("reading journalctl output: {e}"))
+            }
+        };
+        (healthy, error)
+    }
+
+    /// Reads and handles entries until the child's output ends.
+    async fn pump<R: AsyncRead + Unpin>(&mut self, out: R, shutdown: &mut Shutdown) -> RunEnd {
+        let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, out), MAX_LINE);
+        let mut bad_in_row = 0u32;
+        loop {
+            let dirty = self.pos != self.saved;
+            let save_at = tokio::time::Instant::from_std(self.last_save + self.spec.save_interval);
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => return RunEnd::Shutdown,
+                _ = tokio::time::sleep_until(save_at), if dirty => {
+                    self.save_if_dirty().await;
+                    self.publish(true);
+                }
+                line = reader.next_line() => match line {
+                    Ok(None) => return RunEnd::Eof,
+                    Err(e) => return RunEnd::ReadError(e),
+                    Ok(Some(Line::TooLong(n))) => {
+                        self.stats.oversized_lines += 1;
+                        tracing::warn!(section = self.spec.section, bytes = n, "skipped an over-long journal line");
+                    }
+                    Ok(Some(Line::Complete(bytes))) => match JournalEntry::parse(&bytes) {
+                        Err(e) => {
+                            self.stats.bad_lines += 1;
+                            bad_in_row += 1;
+                            if bad_in_row == 1 {
+                                tracing::warn!(section = self.spec.section, error = %e, "journalctl printed a line that is not an entry");
+                            }
+                            if bad_in_row >= self.spec.garbage_limit {
+                                return RunEnd::Garbage(bad_in_row);
+                            }
+                        }
+                        Ok(entry) => {
+                            bad_in_row = 0;
+                            if !self.handle(entry, shutdown).await {
+                                return RunEnd::Shutdown;
+                            }
+                            self.publish(false);
+                        }
+                    },
+                },
+            }
+        }
+    }
+
+    /// Classifies one entry and appends its record; moves the position past
+    /// it only when done. `false` when shutdown interrupted the append.
+    async fn handle(&mut self, entry: JournalEntry, shutdown: &mut Shutdown) -> bool {
+        self.stats.entries += 1;
+        if entry.has_array_fields() {
+            self.stats.array_fields += 1;
+        }
+        self.stats.last_entry_time = entry.time_rfc3339();
+        let other_machine = match (&self.machine_id, entry.field("_MACHINE_ID")) {
+            (Some(ours), Some(theirs)) => *ours != theirs,
+            _ => false,
+        };
+        let verdict = if other_machine {
+            Verdict::Ignored("other_machine")
+        } else {
+            self.classifier.classify(&entry)
+        };
+        match verdict {
+            Verdict::Ignored(reason) => {
+                *self.stats.ignored.entry(reason).or_default() += 1;
+            }
+            Verdict::Record(mut rec) => {
+                if rec.time.is_none() {
+                    rec.time = entry.time_rfc3339();
+                }
+                rec.fields.retain(|(k, _)| k != "cursor" && k != "jsrc");
+                rec.fields
+                    .push(("cursor".into(), entry.cursor().as_str().to_string()));
+                rec.fields.push(("jsrc".into(), self.spec.jsrc.to_string()));
+                let Some(ack) = self.append(*rec, shutdown).await else {
+                    return false;
+                };
+                self.stats.records += 1;
+                self.stats.last_record_seq = Some(ack.seq);
+                self.pos.log_seq = self.pos.log_seq.max(ack.seq);
+            }
+        }
+        self.pos.cursor = Some(entry.cursor().clone());
+        if self.last_save.elapsed() >= self.spec.save_interval {
+            self.save_if_dirty().await;
+        }
+        true
+    }
+
+    /// Appends until durable; `None` on shutdown.
+    async fn append(&mut self, rec: Entry, shutdown: &mut Shutdown) -> Option<Ack> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let res = tokio::select! {
+                biased;
+                _ = shutdown.recv() => return None,
+                r = self.sink.append(rec.clone()) => r,
+            };
+            match res {
+                Ok(ack) => {
+                    if self.stats.state == "append_retry" {
+                        self.stats.state = "running";
+                    }
+                    return Some(ack);
+                }
+                Err(e) => {
+                    self.stats.append_errors += 1;
+                    self.fail(&format!("cannot append record: {e}"));
+                    self.stats.state = "append_retry";
+                    self.publish(true);
+                    if !self.pause(backoff.step(), shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn save_if_dirty(&mut self) {
+        if self.pos != self.saved {
+            if let Err(e) = self.save().await {
+                self.stats.save_errors += 1;
+                self.fail(&e.to_string());
+            }
+        }
+    }
+
+    async fn save(&mut self) -> Result<(), JournalError> {
+        let store = self.store.clone();
+        let pos = self.pos.clone();
+        self.last_save = Instant::now();
+        let res = tokio::task::spawn_blocking(move || store.save(&pos).map(|()| pos))
+            .await
+            .map_err(|e| JournalError::Io {
+                what: "cursor save task failed",
+                path: self.spec.state_file.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        self.saved = res?;
+        self.stats.saves += 1;
+        Ok(())
+    }
+
+    /// Sleeps `d` unless shutdown fires first (`false` then).
+    async fn pause(&mut self, d: Duration, shutdown: &mut Shutdown) -> bool {
+        if self.stats.state != "append_retry" {
+            self.stats.state = "backoff";
+        }
+        self.stats.backoff_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.publish(true);
+        tokio::select! {
+            _ = shutdown.recv() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    fn fail(&mut self, msg: &str) {
+        if self.stats.last_error.as_deref() != Some(msg) {
+            tracing::warn!(section = self.spec.section, error = %msg, "journal follower");
+        }
+        self.stats.last_error = Some(msg.to_string());
+        self.stats.last_error_at = Some(now_rfc3339());
+        self.publish(true);
+    }
+
+    fn stopped(&mut self) {
+        self.stats.state = "stopped";
+        self.stats.pid = None;
+        self.publish(true);
+    }
+
+    /// Publishes the status section (throttled unless `force`).
+    fn publish(&mut self, force: bool) {
+        if !force && self.last_publish.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last_publish = Instant::now();
+        let s = &self.stats;
+        self.status.set(
+            self.spec.section,
+            json!({
+                "state": s.state,
+                "mode": self.mode,
+                "pid": s.pid,
+                "starts": s.starts,
+                "restarts": s.restarts,
+                "backoff_ms": s.backoff_ms,
+                "last_error": s.last_error,
+                "last_error_at": s.last_error_at,
+                "cursor": self.pos.cursor.as_ref().map(JournalCursor::as_str),
+                "saved_cursor": self.saved.cursor.as_ref().map(JournalCursor::as_str),
+                "log_seq": self.pos.log_seq,
+                "entries": s.entries,
+                "records": s.records,
+                "last_record_seq": s.last_record_seq,
+                "last_entry_time": s.last_entry_time,
+                "ignored": s.ignored,
+                "bad_lines": s.bad_lines,
+                "oversized_lines": s.oversized_lines,
+                "array_fields": s.array_fields,
+                "append_errors": s.append_errors,
+                "saves": s.saves,
+                "save_errors": s.save_errors,
+            }),
+        );
+    }
+}
+
+fn with_detail(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {d}")
+    }
+}
+
+async fn drain_stderr<R: AsyncRead + Unpin>(err: R, tail: StderrTail, section: &'static str) {
+    let mut lines = LineReader::new(BufReader::new(err), 4096);
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Line::Complete(l) = line {
+            let l = String::from_utf8_lossy(&l).trim().to_string();
+            if !l.is_empty() {
+                tracing::debug!(section, stderr = %l, "journalctl");
+                tail.push(l.chars().take(300).collect());
+            }
+        }
+    }
+}
+
+/// Waits for a child whose stdout ended; kills it if it lingers.
+async fn wait_child(child: &mut Child) -> Option<ExitStatus> {
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(r) => r.ok(),
+        Err(_) => {
+            stop_child(child).await;
+            None
+        }
+    }
+}
+
+async fn stop_child(child: &mut Child) {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shutdown::ShutdownTrigger;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A sink that keeps entries in memory, failing the first `fail` appends.
+    #[derive(Clone, Default)]
+    struct MemSink {
+        recs: Arc<Mutex<Vec<Entry>>>,
+        fail: Arc<AtomicU32>,
+    }
+
+    impl RecordSink for MemSink {
+        fn append(&self, e: Entry) -> impl Future<Output = Result<Ack, AppendError>> + Send {
+            let recs = self.recs.clone();
+            let fail = self.fail.clone();
+            async move {
+                if fail.load(Ordering::SeqCst) > 0 {
+                    fail.fetch_sub(1, Ordering::SeqCst);
+                    return Err(AppendError::DiskFull("test".into()));
+                }
+                let mut r = recs.lock().unwrap();
+                r.push(e);
+                Ok(Ack {
+                    seq: r.len() as u64,
+                    duplicate: false,
+                })
+            }
+        }
+    }
+
+    /// Records every entry whose MESSAGE starts with "rec".
+    struct ByMessage;
+
+    impl Classifier for ByMessage {
+        fn journal_matches(&self) -> Vec<String> {
+            vec!["_PID=1".into()]
+        }
+        fn classify(&mut self, e: &JournalEntry) -> Verdict {
+            match e.field("MESSAGE") {
+                Some(m) if m.starts_with("rec") => {
+                    Verdict::Record(Box::new(Entry::appliance(60201).with_message(m)))
+                }
+                _ => Verdict::Ignored("other"),
+            }
+        }
+    }
+
+    fn cur(i: u64) -> String {
+        format!("s=c00a2fbb5b04453f8290630f5846f5e1;i={i:x};b=9e3ca539835a4b8c8b51aed929d383fd;m={i:x};t=60a24181e4001;x=1")
+    }
+
+    fn line(i: u64, msg: &str) -> String {
+        json!({"__CURSOR": cur(i), "__REALTIME_TIMESTAMP": (1_700_000_000_000_000u64 + i).to_string(), "MESSAGE": msg}).to_string()
+    }
+
+    /// A fake journalctl: prints `body` lines after the `--after-cursor`
+    /// entry (by i=), logs its arguments, then behaves per `tail`.
+    fn fake_journalctl(dir: &std::path::Path, body: &[String], tail: &str) -> PathBuf {
+        let data = dir.join("entries");
+        std::fs::write(&data, body.join("\n") + "\n").unwrap();
+        let script = dir.join("journalctl");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {args}\nstart=1\nfor a in \"$@\"; do case \"$a\" in --after-cursor=*) \
+                 n=$(grep -n -F -- \"${{a#--after-cursor=}}\" {data} | head -n 1 | cut -d: -f1); start=$((n+1));; esac; done\n\
+                 tail -n +$start {data}\n{tail}\n",
+                args = dir.join("args").display(),
+                data = data.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    fn spec(dir: &std::path::Path, journalctl: PathBuf) -> FollowerSpec {
+        FollowerSpec {
+            section: "journal",
+            jsrc: "engine",
+            state_file: dir.join("state/j.cursor"),
+            log_dir: dir.join("log"),
+            journalctl,
+            extra_args: vec![],
+            first_start: FirstStart::All,
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(50),
+            save_interval: Duration::from_millis(50),
+            garbage_limit: 5,
+        }
+    }
+
+    async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn section(reg: &Registry) -> serde_json::Value {
+        reg.snapshot().get("journal").cloned().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn exits_garbage_and_failures_lose_and_duplicate_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let big = "x".repeat(MAX_LINE + 10);
+        let mut body = vec![line(1, "rec one"), "not json".into(), line(2, "noise")];
+        body.push(format!(
+            "{{\"__CURSOR\":\"{}\",\"MESSAGE\":\"{big}\"}}",
+            cur(3)
+        ));
+        body.push(json!({"__CURSOR": cur(4), "MESSAGE": [114,101,99,0,255]}).to_string());
+        body.push(line(5, "rec five"));
+        // Exits 1 after each pass: restarted with back-off, resuming after
+        // the last entry handled.
+        let jc = fake_journalctl(d.path(), &body, "echo boom >&2; exit 1");
+        let sink = MemSink::default();
+        sink.fail.store(2, Ordering::SeqCst);
+        let reg = Registry::new();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let f = Follower::new(spec(d.path(), jc), ByMessage, sink.clone(), reg.clone());
+        let task = tokio::spawn(f.run(shutdown));
+        wait_until("restarts", || section(&reg)["restarts"].as_u64() >= Some(3)).await;
+        let s = section(&reg);
+        assert!(s["last_error"].as_str().unwrap().contains("boom"), "{s}");
+        assert_eq!(s["oversized_lines"], 1, "{s}");
+        assert!(s["bad_lines"].as_u64() >= Some(1), "{s}");
+        assert_eq!(s["append_errors"], 2, "{s}");
+        trigger.fire();
+        task.await.unwrap();
+        let recs = sink.recs.lock().unwrap();
+        let msgs: Vec<_> = recs.iter().map(|r| r.message.clone().unwrap()).collect();
+        assert_eq!(msgs, ["rec one", "rec\u{0}\u{fffd}", "rec five"]);
+        assert_eq!(recs[0].get_field("cursor"), Some(cur(1).as_str()));
+        assert_eq!(recs[0].get_field("jsrc"), Some("engine"));
+        assert_eq!(recs[0].time.as_deref(), Some("2023-11-14T22:13:20.000001Z"));
+        let saved = CursorStore::new(d.path().join("state/j.cursor"))
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.cursor.unwrap().as_str(), cur(5));
+        assert_eq!(saved.log_seq, 3);
+        assert_eq!(section(&reg)["state"], "stopped");
+        let args = std::fs::read_to_string(d.path().join("args")).unwrap();
+        assert!(
+            args.lines()
+                .next()
+                .unwrap()
+                .contains("--follow --no-tail _PID=1"),
+            "{args}"
+        );
+        assert!(
+            args.lines()
+                .nth(1)
+                .unwrap()
+                .contains(&format!("--after-cursor={}", cur(5))),
+            "{args}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_flood_restarts_and_missing_binary_backs_off() {
+        let d = tempfile::tempdir().unwrap();
+        let jc = fake_journalctl(d.path(), &[], "while :; do echo garbage; done");
+        let reg = Registry::new();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let f = Follower::new(
+            spec(d.path(), jc),
+            ByMessage,
+            MemSink::default(),
+            reg.clone(),
+        );
+        let task = tokio::spawn(f.run(shutdown));
+        wait_until("garbage restart", || {
+            section(&reg)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not journal entries"))
+                && section(&reg)["restarts"].as_u64() >= Some(2)
+        })
+        .await;
+        trigger.fire();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let reg = Registry::new();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let f = Follower::new(
+            spec(d.path(), d.path().join("missing")),
+            ByMessage,
+            MemSink::default(),
+            reg.clone(),
+        );
+        let task = tokio::spawn(f.run(shutdown));
+        wait_until("backoff", || {
+            let s = section(&reg);
+            s["backoff_ms"].as_u64() == Some(200)
+                && s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("cannot run"))
+        })
+        .await;
+        trigger.fire();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn resumes_from_the_log_when_the_cursor_file_lags() {
+        let d = tempfile::tempdir().unwrap();
+        let body: Vec<String> = (1..=4).map(|i| line(i, &format!("rec {i}"))).collect();
+        let jc = fake_journalctl(d.path(), &body, "exec sleep 1000");
+        // A crash after record 2 was durable but before the save: the file
+        // says 1, the log says 2.
+        CursorStore::new(d.path().join("state/j.cursor"))
+            .save(&Position {
+                cursor: Some(JournalCursor::parse(&cur(1)).unwrap()),
+                log_seq: 10,
+            })
+            .unwrap();
+        std::fs::create_dir_all(d.path().join("log")).unwrap();
+        let mut e = Entry::appliance(60201)
+            .field("cursor", cur(2))
+            .field("jsrc", "engine");
+        e.origin = crate::record::Origin::daemon();
+        let st = crate::record::Stamp {
+            ts: chrono::Utc::now(),
+            host: "h",
+            seq: 11,
+        };
+        let mut body = String::new();
+        crate::record::text_body(&e, &st, &mut body);
+        std::fs::write(
+            d.path().join("log/audit.log"),
+            format!("{body} h={}\n", "0".repeat(32)),
+        )
+        .unwrap();
+        let sink = MemSink::default();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let f = Follower::new(spec(d.path(), jc), ByMessage, sink.clone(), Registry::new());
+        let task = tokio::spawn(f.run(shutdown));
+        wait_until("records", || sink.recs.lock().unwrap().len() == 2).await;
+        trigger.fire();
+        task.await.unwrap();
+        let msgs: Vec<_> = sink
+            .recs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.message.clone().unwrap())
+            .collect();
+        assert_eq!(msgs, ["rec 3", "rec 4"]);
+    }
+
+    #[tokio::test]
+    async fn first_start_now_saves_the_tail_and_poll_mode_reruns() {
+        let d = tempfile::tempdir().unwrap();
+        let body: Vec<String> = (1..=3).map(|i| line(i, &format!("rec {i}"))).collect();
+        let jc = fake_journalctl(d.path(), &body, "exit 0");
+        let mut sp = spec(d.path(), jc);
+        sp.first_start = FirstStart::Now;
+        sp.extra_args = vec!["--file".into(), "x.journal".into()];
+        let sink = MemSink::default();
+        let reg = Registry::new();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let task =
+            tokio::spawn(Follower::new(sp, ByMessage, sink.clone(), reg.clone()).run(shutdown));
+        wait_until("polls", || section(&reg)["starts"].as_u64() >= Some(3)).await;
+        trigger.fire();
+        task.await.unwrap();
+        // The fake ignores --lines=1 and prints all three: the tail is the
+        // last, so nothing before it is recorded.
+        assert!(sink.recs.lock().unwrap().is_empty());
+        let s = section(&reg);
+        assert_eq!(s["mode"], "poll");
+        assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
+        let args = std::fs::read_to_string(d.path().join("args")).unwrap();
+        assert!(args.lines().next().unwrap().contains("--lines=1"), "{args}");
+        assert!(!args.contains("--follow"), "{args}");
+    }
+}
