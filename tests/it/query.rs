@@ -158,3 +158,180 @@ fn query_matches_the_api_and_brute_force() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("before-date"));
 }
+
+/// Generates the benchmark's log set (`benches/api_window.sh`), not a test:
+/// `NXAUDIT_BENCH_DIR` (log directory to create), `NXAUDIT_BENCH_BYTES`
+/// (about how much log, uncompressed), `NXAUDIT_BENCH_COMPRESS` (`none`,
+/// `zstd`, `zstd-frames` — 1 MiB frames cut at lines — or `gzip` for the
+/// rotated files). Records over 30 days, rotated
+/// every 64 MiB like the daemon's default; prints the middle hour.
+#[test]
+#[ignore = "benchmark data generator, run by benches/api_window.sh"]
+fn bench_generate_logset() {
+    use nxaudit::logset;
+    use nxaudit::protocol::Component;
+    use nxaudit::record::{seal, text_body, Chain, Entry, Format, Origin, Stamp, GENESIS};
+    use std::io::Write as _;
+
+    let dir =
+        std::path::PathBuf::from(std::env::var("NXAUDIT_BENCH_DIR").expect("NXAUDIT_BENCH_DIR"));
+    let bytes: u64 = std::env::var("NXAUDIT_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let compress = std::env::var("NXAUDIT_BENCH_COMPRESS").unwrap_or_else(|_| "none".into());
+    std::fs::create_dir_all(&dir).unwrap();
+    const ROTATE: usize = 64 << 20;
+    let start = t("2026-02-01T00:00:00Z");
+    let span_us: u64 = 30 * 86_400 * 1_000_000;
+    // About 200 bytes a line.
+    let lines = (bytes / 200).max(1);
+    let mean_step = span_us / lines;
+    let mut rng = Rng::new(1);
+    let mut ts = start;
+    let mut prev = GENESIS.to_string();
+    let mut seq = 1u64;
+    let mut written = 0u64;
+    let mut file_start = ts;
+    let mut first_seq = seq;
+    let mut buf = String::with_capacity(ROTATE + 4096);
+    let flush = |buf: &mut String, file_start, first_seq, last: bool| {
+        if last {
+            std::fs::write(dir.join("audit.log"), buf.as_bytes()).unwrap();
+        } else {
+            let name = logset::rotated_name(file_start, first_seq);
+            match compress.as_str() {
+                "zstd" => std::fs::write(
+                    dir.join(format!("{name}.zst")),
+                    zstd::encode_all(buf.as_bytes(), 3).unwrap(),
+                )
+                .unwrap(),
+                // Independent frames of about 1 MiB cut after a newline.
+                "zstd-frames" => {
+                    let mut out = Vec::new();
+                    let mut rest = buf.as_bytes();
+                    while !rest.is_empty() {
+                        let cut = (1usize << 20).min(rest.len());
+                        let cut = rest[cut..]
+                            .iter()
+                            .position(|b| *b == b'\n')
+                            .map_or(rest.len(), |q| cut + q + 1);
+                        out.extend(zstd::encode_all(&rest[..cut], 3).unwrap());
+                        rest = &rest[cut..];
+                    }
+                    std::fs::write(dir.join(format!("{name}.zst")), out).unwrap();
+                }
+                "gzip" => {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    enc.write_all(buf.as_bytes()).unwrap();
+                    std::fs::write(dir.join(format!("{name}.gz")), enc.finish().unwrap()).unwrap();
+                }
+                _ => std::fs::write(dir.join(name), buf.as_bytes()).unwrap(),
+            }
+        }
+        buf.clear();
+    };
+    while written < bytes {
+        let code = [60001u32, 20206, 10009, 50000, 60101][rng.below(5) as usize];
+        let mut e = Entry::appliance(60001)
+            .with_user(["alice", "bob", "carol", "nexthink"][rng.below(4) as usize]);
+        e.code = code;
+        e.component = Component::of_code(code).unwrap();
+        e.origin = Origin {
+            pid: 4242,
+            uid: 998,
+            gid: 998,
+        };
+        e.client = Some(format!("10.1.{}.{}", rng.below(250), rng.below(250)));
+        let mut body = String::new();
+        text_body(
+            &e,
+            &Stamp {
+                ts,
+                host: "appliance1",
+                seq,
+            },
+            &mut body,
+        );
+        let h = Chain::sha256().next(&prev, &body);
+        let line = seal(Format::Text, &body, &h);
+        prev = h;
+        if buf.len() + line.len() + 1 > ROTATE {
+            flush(&mut buf, file_start, first_seq, false);
+            file_start = ts;
+            first_seq = seq;
+        }
+        buf.push_str(&line);
+        buf.push('\n');
+        written += line.len() as u64 + 1;
+        seq += 1;
+        ts += chrono::Duration::microseconds(rng.below(2 * mean_step) as i64);
+    }
+    flush(&mut buf, file_start, first_seq, true);
+    let middle = start + (ts - start) / 2;
+    let hour = middle.format("%Y-%m-%dT%H").to_string();
+    println!(
+        "BENCH lines={} bytes={written} last={} hour={hour}",
+        seq - 1,
+        record::format_ts(ts)
+    );
+}
+
+/// The benchmark's client (`benches/api_window.sh`), not a test: GETs
+/// `NXAUDIT_BENCH_URL` with `NXAUDIT_BENCH_TOKEN` `RUNS` times, each on a
+/// new connection (TLS handshake included, certificate not checked), and
+/// prints the time to the first byte of the body and to its end; the last
+/// body goes to `NXAUDIT_BENCH_OUT`.
+#[test]
+#[ignore = "benchmark client, run by benches/api_window.sh"]
+fn bench_client() {
+    use futures_util::StreamExt;
+    use nxaudit::api::tls::{client_config, EngineTls};
+    use std::time::Instant;
+
+    let url = std::env::var("NXAUDIT_BENCH_URL").expect("NXAUDIT_BENCH_URL");
+    let token = std::env::var("NXAUDIT_BENCH_TOKEN").expect("NXAUDIT_BENCH_TOKEN");
+    let out = std::env::var("NXAUDIT_BENCH_OUT").expect("NXAUDIT_BENCH_OUT");
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..runs {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(client_config(&EngineTls::AcceptSelfSigned, None).unwrap())
+                .no_proxy()
+                .build()
+                .unwrap();
+            let t0 = Instant::now();
+            let resp = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let head = t0.elapsed();
+            let mut first = None;
+            let mut body = Vec::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                if first.is_none() && !chunk.is_empty() {
+                    first = Some(t0.elapsed());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let total = t0.elapsed();
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "BENCHCLIENT head_ms={:.3} first_ms={:.3} total_ms={:.3} bytes={}",
+                ms(head),
+                ms(first.unwrap_or(total)),
+                ms(total),
+                body.len()
+            );
+            std::fs::write(&out, &body).unwrap();
+        }
+    });
+}
