@@ -51,8 +51,25 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?} (e.g. 10s)"))
 }
 
+/// Diagnostics on stderr (journald under systemd), filtered by
+/// `NXAUDIT_LOG` (default `info`: one line per request, Engine failures),
+/// unless the binary installed its own subscriber.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("NXAUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .try_init();
+}
+
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    init_logging();
     let opts = api::Options {
         listen: args.listen.clone(),
         spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
