@@ -154,7 +154,7 @@ async fn dispatch(router: Router, req: Request<Incoming>) -> Response {
         %method,
         path = %crate::api::errors::echo(&path),
         status = resp.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
+        head_ms = started.elapsed().as_millis() as u64,
         "request"
     );
     resp

@@ -60,6 +60,7 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("NXAUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = tracing_subscriber::registry()
         .with(filter)
