@@ -557,6 +557,26 @@ impl Client {
         })
     }
 
+    /// GET whose body may fail: `Err` when the transfer breaks.
+    pub(crate) fn try_get(&self, url: &str, token: &str) -> Result<Reply, String> {
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.map_err(|e| format!("body: {e}"))?;
+            Ok(Reply {
+                status,
+                content_type: String::new(),
+                body: body.to_vec(),
+            })
+        })
+    }
+
     pub(crate) fn get(&self, url: &str, token: Option<&str>) -> Reply {
         self.request(reqwest::Method::GET, url, token, None)
     }
@@ -1047,6 +1067,111 @@ fn failing_engines_give_an_error_array_within_the_timeout() {
     );
     assert_eq!(r.status, 200);
     drop(slow);
+}
+
+/// An Engine that answers 200 and then breaks its body: a TLS server that
+/// promises 1 MB and closes after a few bytes. Returns its address.
+fn breaking_engine() -> std::net::SocketAddr {
+    use std::io::Read;
+    let (cert, key) = self_signed();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())
+        .unwrap()
+        .unwrap();
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000\r\n\r\n2026-03-01T00:00:00.000000Z partial",
+                );
+                let _ = s.flush();
+                // Dropped: the connection closes 999 965 bytes short.
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_engine_failing_mid_body_is_never_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let signer = Signer::new();
+    let (e1, _) = start_engine(
+        &dir.path().join("e1"),
+        "Engine-01",
+        false,
+        self_signed(),
+        &signer,
+        8,
+    );
+    let broken = breaking_engine();
+    let base = dir.path().join("portal");
+    std::fs::create_dir_all(base.join("log")).unwrap();
+    let portal = Server::start(
+        &base,
+        ServerSpec {
+            role: "portal",
+            hostname: "portal",
+            engines: vec![
+                ("Engine-01".into(), e1.url(), None),
+                ("Engine-Broken".into(), format!("https://{broken}"), None),
+            ],
+            cert: ca.issue(),
+            jwt_public_pem: &signer.public_pem,
+            env: Some("nginxSelfSignedCertificate=true"),
+            engine_timeout: "2s",
+            extra_args: Vec::new(),
+        },
+    );
+    let c = Client::new(&ca.pem());
+    let tok = signer.good();
+    // All Engines: spooled first, so the failure is a 500, not a 200.
+    let r = c.get(&format!("{}{ENGINES}", portal.url()), Some(&tok));
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!([{"error": "Engine error", "engine": "Engine-Broken", "cause": "Unreachable Engine", "detail": "connection lost while receiving the log"}])
+    );
+    // One Engine: relayed as it comes, so the break aborts the transfer
+    // and the client cannot take it for a complete answer.
+    match c.try_get(
+        &format!("{}{}", portal.url(), engine_path("Engine-Broken")),
+        &tok,
+    ) {
+        Err(e) => assert!(e.starts_with("body"), "{e}"),
+        Ok(r) => panic!(
+            "a broken relay looked complete: {} {:?}",
+            r.status,
+            r.text()
+        ),
+    }
 }
 
 #[test]
