@@ -351,6 +351,17 @@ impl AuthClassifier {
         {
             return v;
         }
+        if let Some(rest) = msg_noerr.strip_prefix("Access denied for user ") {
+            // PAM's account stage refused (expired, pam_access, …).
+            return match rest.split_once(" by ") {
+                Some((user, why)) if !user.is_empty() && !user.contains(' ') => {
+                    self.failed.insert(pid);
+                    let reason = format!("access denied by {why}");
+                    Verdict::Record(failure(user, None, None, &reason, false))
+                }
+                _ => Verdict::Unknown,
+            };
+        }
         if let Some(rest) = msg.strip_prefix("ROOT LOGIN REFUSED FROM ") {
             let (addr, port) = match rest.split_once(" port ") {
                 Some((a, p)) if is_digits(p) => (a, Some(p)),
@@ -968,7 +979,7 @@ fn pam_kv<'a>(s: &'a str, key: &str) -> Option<&'a str> {
 
 /// sshd lines that are not audit events.
 fn ssh_noise(msg: &str, noerr: &str) -> bool {
-    const PREFIXES: [&str; 33] = [
+    const PREFIXES: [&str; 35] = [
         "Server listening on ",
         "Received signal ",
         "Received SIGHUP",
@@ -1002,6 +1013,8 @@ fn ssh_noise(msg: &str, noerr: &str) -> bool {
         "pam_env(",
         "subsystem request for ",
         "Accepted key ",
+        "Read from socket failed: ",
+        "input_userauth_request: invalid user ",
     ];
     PREFIXES.iter().any(|p| msg.starts_with(p) || noerr.starts_with(p))
         || noerr.starts_with("Connection closed by ") // "fatal: Connection closed by …"
