@@ -380,6 +380,44 @@ mod tests {
             .unwrap_or_default()
     }
 
+    #[tokio::test]
+    async fn adopts_the_socket_systemd_passed() {
+        use std::os::fd::IntoRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syslog.sock");
+        // What systemd does for ListenDatagram=: a bound socket on a low
+        // descriptor, ours to own.
+        let fd = std::os::unix::net::UnixDatagram::bind(&path)
+            .unwrap()
+            .into_raw_fd();
+        // SAFETY: F_DUPFD on a descriptor we own; the original is closed
+        // only when the duplicate was made.
+        let low = unsafe { libc::fcntl(fd, libc::F_DUPFD, 3) };
+        assert!(low >= 3);
+        if low != fd {
+            unsafe { libc::close(fd) };
+        }
+        if low >= 32 {
+            // Too many descriptors open in this test process to pose as
+            // systemd; the scan range is what systemd uses.
+            unsafe { libc::close(low) };
+            return;
+        }
+        let (sock, inherited) = open_socket(&path, "").unwrap();
+        assert!(inherited);
+        assert_eq!(sock.as_raw_fd(), low);
+        std::os::unix::net::UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"x", &path)
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(sock.recv(&mut buf).await.unwrap(), 1);
+        // A socket bound elsewhere is not taken.
+        let other = dir.path().join("other.sock");
+        let (_s, inherited) = open_socket(&other, "").unwrap();
+        assert!(!inherited);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn intake_end_to_end() {
         let dir = tempfile::tempdir().unwrap();
