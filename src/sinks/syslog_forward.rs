@@ -91,7 +91,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// Status is republished at least this often while forwarding.
 const PUBLISH_PERIOD: Duration = Duration::from_millis(250);
 /// Longest back-off between attempts to reach the target.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Errors of the forwarder's own state.
 #[derive(Debug, thiserror::Error)]
