@@ -621,3 +621,40 @@ fn forwarder_resumes_after_kill9_and_rotation() {
     });
     assert!(d.term().success());
 }
+
+/// sshd's logging through rsyslog never waits for nxauditd: with the intake
+/// socket present but never read (a hung daemon, or the socket held by
+/// systemd during a restart) and with no socket at all (daemon down), every
+/// line still reaches rsyslog's other outputs.
+#[test]
+fn ssh_logging_not_blocked_by_the_intake() {
+    if !rsyslogd_available() {
+        return;
+    }
+    let base = tempfile::tempdir().expect("tmp");
+    let intake = base.path().join("syslog.sock");
+    let stuck = UnixDatagram::bind(&intake).expect("bind");
+    let r = Rsyslogd::start(&intake);
+    let n = 3000;
+    let send_all = |tag: &str| {
+        let start = Instant::now();
+        for i in 0..n {
+            r.log(format!("<86>Nov 25 15:08:39 sshd[{i}]: Accepted password for {tag}{i} from 10.0.0.1 port 22 ssh2").as_bytes());
+        }
+        wait_for("every line in rsyslog's file", T, || {
+            r.lines()
+                .iter()
+                .filter(|l| l[4].contains(&format!(" for {tag}")))
+                .count()
+                >= n
+        });
+        start.elapsed()
+    };
+    let t_stuck = send_all("stuck");
+    drop(stuck);
+    let _ = std::fs::remove_file(&intake);
+    let t_down = send_all("down");
+    eprintln!(
+        "{n} sshd lines through rsyslog: {t_stuck:?} with a stuck intake, {t_down:?} with none"
+    );
+}
