@@ -7,10 +7,13 @@
 //!
 //! Codes: 60001 SSH logon, 60002 SSH logon failed, 60003 SSH logoff, 60101
 //! sudo command run, 60102 sudo command refused. Fields: `user` and `client`
-//! on the entry; `port`, `method`, `key`, `reason`, `invalid_user`, `tty`,
-//! `cwd`, `target_user`, `target_group`, `command`, and always `program` and
-//! `program_pid` (not `pid`: the record trailer already has `pid=`, the
-//! sender's; a second `pid` key would make the line ambiguous).
+//! on the entry; `port`, `method`, `key` (key type and fingerprint, with the
+//! certificate ID and CA for certificates), `reason`, `invalid_user`; for
+//! sudo `tty`, `cwd`, `target_user`, `target_group`, `env`, `command`
+//! (`continued="true"` on the rest of a command sudo split over two lines);
+//! and always `program` and `program_pid` (not `pid`: the record trailer
+//! already has `pid=`, the sender's; a second `pid` key would make the line
+//! ambiguous).
 //!
 //! One event, one record. sshd and PAM often log the same event twice; the
 //! classifier keeps a little bounded state (per sshd process id) to record
