@@ -25,6 +25,10 @@ const UNITS: [&str; 3] = ["nxauditd.service", "nxauditd.socket", "nxauditlogs.se
 /// The config path every unit passes with `--config`.
 const CONFIG_PATH: &str = "/etc/nxaudit/nxauditd.toml";
 
+/// `[forward] target` of the shipped config: the rsyslog drop-in's RFC 5424
+/// input. The only value that differs from `Config::default()`.
+const SHIPPED_FORWARD_TARGET: &str = "/run/nxaudit/rsyslog.sock";
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -187,6 +191,7 @@ fn units_say_what_spec_section_8_requires() {
     let s = "nxauditd.socket";
     for (key, want) in [
         ("ListenStream", "/run/nxaudit/audit.sock"),
+        ("ListenDatagram", "/run/nxaudit/syslog.sock"),
         ("SocketMode", "0660"),
         ("SocketUser", "nxaudit"),
         ("SocketGroup", "nxaudit"),
@@ -233,6 +238,21 @@ fn units_and_tmpfiles_agree_with_the_config_defaults() {
         Path::new(&unit_value("nxauditd.socket", "ListenStream")),
         c.socket
     );
+    // The intake adopts the datagram socket by its bound path.
+    assert_eq!(
+        Path::new(&unit_value("nxauditd.socket", "ListenDatagram")),
+        c.syslog_socket
+    );
+    // The listener takes fd 3 as the event socket: the stream socket must be
+    // the first Listen line.
+    let socket_unit = unit("nxauditd.socket");
+    let listens: Vec<&str> = socket_unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Listen"))
+        .map(|l| l.split_once('=').map_or(l, |(k, _)| k.trim()))
+        .collect();
+    assert_eq!(listens, ["ListenStream", "ListenDatagram"], "nxauditd.socket");
     let run_dir = Path::new("/run").join(unit_value("nxauditd.service", "RuntimeDirectory"));
     assert_eq!(c.socket.parent(), Some(run_dir.as_path()));
     assert_eq!(c.syslog_socket.parent(), Some(run_dir.as_path()));
@@ -283,11 +303,33 @@ fn units_and_tmpfiles_agree_with_the_config_defaults() {
 fn shipped_config_parses_and_documents_the_defaults() {
     let path = repo().join("packaging/nxauditd.toml");
     let cfg = Config::from_toml(&read(&path), &path).unwrap_or_else(|e| panic!("{e}"));
+    // One documented difference: the package forwards to the RFC 5424 input
+    // of its rsyslog drop-in, not to the built-in "/dev/log".
+    let mut expected = Config::default();
+    assert_eq!(expected.forward.target, Path::new("/dev/log"));
+    expected.forward.target = SHIPPED_FORWARD_TARGET.into();
     assert_eq!(
-        cfg,
-        Config::default(),
-        "packaging/nxauditd.toml must state the built-in defaults (a changed default \
-         in src/config.rs must be changed there too)"
+        cfg, expected,
+        "packaging/nxauditd.toml must state the built-in defaults, except [forward] \
+         target (a changed default in src/config.rs must be changed there too)"
+    );
+    // The rsyslog drop-in listens where the shipped config forwards, and
+    // sends sshd/sudo where the intake (and nxauditd.socket) listens.
+    let dropin = read(&repo().join("packaging/rsyslog/30-nxaudit.conf"));
+    let dropin: Vec<&str> = dropin
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let input = format!("Socket=\"{SHIPPED_FORWARD_TARGET}\"");
+    assert!(
+        dropin.iter().any(|l| *l == input),
+        "30-nxaudit.conf has no imuxsock input {input}"
+    );
+    let omux = format!("$OMUxSockSocket {}", cfg.syslog_socket.display());
+    assert!(
+        dropin.iter().any(|l| *l == omux),
+        "30-nxaudit.conf does not send to {omux}"
     );
     // Every top-level key and section of SPEC §8 appears, uncommented, so an
     // operator sees what can be set.
@@ -327,39 +369,117 @@ fn maintainer_scripts_are_valid_sh() {
     }
 }
 
+/// The machine a stubbed postinst runs on.
+#[derive(Clone, Copy)]
+struct Host {
+    /// Exit code of the stub systemd-tmpfiles.
+    tmpfiles_rc: i32,
+    /// systemd is PID 1 (`/run/systemd/system` exists).
+    systemd: bool,
+    /// rsyslog.service is installed and running.
+    rsyslog_running: bool,
+    /// Exit code of `deb-systemd-invoke try-restart rsyslog.service`.
+    rsyslog_restart_rc: i32,
+    /// The new package's nxauditd.socket listens on other addresses than
+    /// the running one (what `systemctl show -p Listen` reports before and
+    /// after daemon-reload differs).
+    sockets_changed: bool,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            tmpfiles_rc: 0,
+            systemd: false,
+            rsyslog_running: false,
+            rsyslog_restart_rc: 0,
+            sockets_changed: false,
+        }
+    }
+}
+
 /// Runs `packaging/postinst <args>` with every system tool it calls
 /// replaced by a stub that logs its arguments (nothing on the machine is
-/// touched). `tmpfiles_rc` is the stub systemd-tmpfiles' exit code.
-fn postinst_with_stubs(args: &[&str], tmpfiles_rc: i32) -> (Output, Vec<String>) {
+/// touched). Whether systemd runs is decided by `host`, not by the machine:
+/// the script's `/run/systemd/system` test is pointed at a scratch path.
+fn postinst_with_stubs(args: &[&str], host: Host) -> (Output, Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let bin = tmp.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
     let log = tmp.path().join("calls");
-    for tool in [
-        "systemd-sysusers",
-        "systemd-tmpfiles",
-        "deb-systemd-helper",
-        "deb-systemd-invoke",
-        "systemctl",
-    ] {
-        // was-enabled answers "yes" as on a first installation;
-        // debian-installed answers "no".
-        let rc = match tool {
-            "systemd-tmpfiles" => tmpfiles_rc,
-            _ => 0,
-        };
+    let reloaded = tmp.path().join("reloaded");
+    let write_stub = |tool: &str, body: String| {
         let script = format!(
-            "#!/bin/sh\necho \"{tool} $*\" >> '{}'\n\
-             case \"$*\" in debian-installed*) exit 1;; esac\nexit {rc}\n",
+            "#!/bin/sh\necho \"{tool} $*\" >> '{}'\n{body}",
             log.display()
         );
         let path = bin.join(tool);
         fs::write(&path, script).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    for tool in [
+        "systemd-sysusers",
+        "systemd-tmpfiles",
+        "deb-systemd-helper",
+        "deb-systemd-invoke",
+    ] {
+        // was-enabled answers "yes" as on a first installation;
+        // debian-installed answers "no".
+        let rc = match tool {
+            "systemd-tmpfiles" => host.tmpfiles_rc,
+            _ => 0,
+        };
+        write_stub(
+            tool,
+            format!(
+                "case \"$*\" in\n\
+                 debian-installed*) exit 1;;\n\
+                 *rsyslog*) exit {};;\n\
+                 esac\nexit {rc}\n",
+                host.rsyslog_restart_rc
+            ),
+        );
     }
+    // systemctl: `show -p Listen` reports the running unit before
+    // daemon-reload and the new unit file after it.
+    let listen_new = if host.sockets_changed {
+        "/run/nxaudit/audit.sock (Stream)\n/run/nxaudit/syslog.sock (Datagram)"
+    } else {
+        "/run/nxaudit/audit.sock (Stream)"
+    };
+    write_stub(
+        "systemctl",
+        format!(
+            "case \"$*\" in\n\
+             *daemon-reload*) touch '{reloaded}';;\n\
+             *show*Listen*)\n\
+             if [ -e '{reloaded}' ]; then printf '%s\\n' '{listen_new}';\n\
+             else echo '/run/nxaudit/audit.sock (Stream)'; fi;;\n\
+             *is-active*rsyslog*) exit {rsyslog};;\n\
+             esac\nexit 0\n",
+            reloaded = reloaded.display(),
+            rsyslog = if host.rsyslog_running { 0 } else { 3 },
+        ),
+    );
+    let systemd_dir = tmp.path().join("run-systemd-system");
+    if host.systemd {
+        fs::create_dir_all(&systemd_dir).unwrap();
+    }
+    let text = read(&repo().join("packaging/postinst"));
+    assert!(
+        text.contains("[ -d /run/systemd/system ]"),
+        "postinst no longer tests for systemd with `[ -d /run/systemd/system ]`; \
+         adapt postinst_with_stubs"
+    );
+    let script = tmp.path().join("postinst");
+    fs::write(
+        &script,
+        text.replace("/run/systemd/system", &systemd_dir.to_string_lossy()),
+    )
+    .unwrap();
     let path = format!("{}:/usr/bin:/bin", bin.display());
     let (_, out) = run(Command::new("sh")
-        .arg(repo().join("packaging/postinst"))
+        .arg(&script)
         .args(args)
         .env("PATH", path)
         .env_remove("DPKG_ROOT"));
@@ -371,20 +491,23 @@ fn postinst_with_stubs(args: &[&str], tmpfiles_rc: i32) -> (Output, Vec<String>)
     (out, calls)
 }
 
+/// Position of `call` in `calls`; panics naming it if it is missing.
+fn position(calls: &[String], call: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c == call)
+        .unwrap_or_else(|| panic!("postinst did not run `{call}`; calls: {calls:#?}"))
+}
+
 #[test]
 fn postinst_creates_users_then_dirs_and_enables_only_the_daemon() {
-    let (out, calls) = postinst_with_stubs(&["configure"], 0);
+    let (out, calls) = postinst_with_stubs(&["configure"], Host::default());
     assert!(
         out.status.success(),
         "{}\ncalls: {calls:#?}",
         explain("postinst configure", &out)
     );
-    let pos = |call: &str| {
-        calls
-            .iter()
-            .position(|c| c == call)
-            .unwrap_or_else(|| panic!("postinst did not run `{call}`; calls: {calls:#?}"))
-    };
+    let pos = |call: &str| position(&calls, call);
     assert!(pos("systemd-sysusers nxaudit.conf") < pos("systemd-tmpfiles --create nxaudit.conf"));
     for unit in ["nxauditd.socket", "nxauditd.service"] {
         pos(&format!("deb-systemd-helper enable {unit}"));
@@ -396,9 +519,22 @@ fn postinst_creates_users_then_dirs_and_enables_only_the_daemon() {
             .any(|c| c == "deb-systemd-helper enable nxauditlogs.service"),
         "the API needs keys first and must not be enabled: {calls:#?}"
     );
+    // Without systemd as init nothing is started or restarted.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("systemctl") || c.starts_with("deb-systemd-invoke")),
+        "{calls:#?}"
+    );
 
     // A failing systemd-tmpfiles (no ACL support) is reported, not fatal.
-    let (out, _) = postinst_with_stubs(&["configure"], 1);
+    let (out, _) = postinst_with_stubs(
+        &["configure"],
+        Host {
+            tmpfiles_rc: 1,
+            ..Host::default()
+        },
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -411,8 +547,104 @@ fn postinst_creates_users_then_dirs_and_enables_only_the_daemon() {
     );
 
     // Other actions do nothing.
-    let (out, calls) = postinst_with_stubs(&["triggered", "x"], 0);
+    let (out, calls) = postinst_with_stubs(&["triggered", "x"], Host::default());
     assert!(out.status.success() && calls.is_empty(), "{calls:?}");
+}
+
+#[test]
+fn postinst_starts_the_units_then_restarts_a_running_rsyslog() {
+    let systemd = Host {
+        systemd: true,
+        ..Host::default()
+    };
+    let rsyslog = Host {
+        rsyslog_running: true,
+        ..systemd
+    };
+    const RESTART_RSYSLOG: &str = "deb-systemd-invoke try-restart rsyslog.service";
+
+    // First installation: the units start, then rsyslog is restarted so it
+    // loads the drop-in and finds syslog.sock held by nxauditd.socket.
+    let (out, calls) = postinst_with_stubs(&["configure"], rsyslog);
+    assert!(
+        out.status.success(),
+        "{}\ncalls: {calls:#?}",
+        explain("postinst configure", &out)
+    );
+    let pos = |call: &str| position(&calls, call);
+    assert!(
+        pos("systemctl --system daemon-reload")
+            < pos("deb-systemd-invoke start nxauditd.socket nxauditd.service")
+    );
+    assert!(
+        pos("deb-systemd-invoke start nxauditd.socket nxauditd.service") < pos(RESTART_RSYSLOG)
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.contains("rsyslog")).count(),
+        2,
+        "one is-active check, one try-restart: {calls:#?}"
+    );
+
+    // Upgrade: only the daemon restarts (the socket stays open), and
+    // rsyslog again, for a changed drop-in.
+    let (out, calls) = postinst_with_stubs(&["configure", "0.1.0"], rsyslog);
+    assert!(out.status.success(), "{}", explain("postinst", &out));
+    let pos = |call: &str| position(&calls, call);
+    assert!(pos("deb-systemd-invoke restart nxauditd.service") < pos(RESTART_RSYSLOG));
+    assert!(
+        !calls.iter().any(|c| c.contains("stop")),
+        "the socket must stay open on an upgrade that keeps it: {calls:#?}"
+    );
+
+    // Upgrade that adds a socket (ListenDatagram=): the running socket unit
+    // only takes it when restarted, which needs the daemon stopped.
+    let (out, calls) = postinst_with_stubs(
+        &["configure", "0.1.0"],
+        Host {
+            sockets_changed: true,
+            ..rsyslog
+        },
+    );
+    assert!(out.status.success(), "{}", explain("postinst", &out));
+    let pos = |call: &str| position(&calls, call);
+    assert!(
+        pos("deb-systemd-invoke stop nxauditd.service nxauditd.socket")
+            < pos("deb-systemd-invoke start nxauditd.socket nxauditd.service")
+    );
+    assert!(pos("deb-systemd-invoke start nxauditd.socket nxauditd.service") < pos(RESTART_RSYSLOG));
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c == "deb-systemd-invoke restart nxauditd.service"),
+        "{calls:#?}"
+    );
+
+    // rsyslog not installed or not running: left alone.
+    for args in [&["configure"][..], &["configure", "0.1.0"]] {
+        let (out, calls) = postinst_with_stubs(args, systemd);
+        assert!(out.status.success(), "{}", explain("postinst", &out));
+        position(&calls, "systemctl --quiet is-active rsyslog.service");
+        assert!(
+            !calls.iter().any(|c| c.starts_with(RESTART_RSYSLOG)),
+            "{args:?}: {calls:#?}"
+        );
+    }
+
+    // A failed restart of rsyslog is reported, never fatal.
+    let (out, calls) = postinst_with_stubs(
+        &["configure"],
+        Host {
+            rsyslog_restart_rc: 1,
+            ..rsyslog
+        },
+    );
+    position(&calls, RESTART_RSYSLOG);
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("systemctl restart rsyslog"),
+        "{}",
+        explain("postinst configure", &out)
+    );
 }
 
 #[test]
