@@ -104,7 +104,7 @@ pub async fn run(
     })?;
     let (writer, recovery, writer_thread) = writer::start(&cfg)?;
     info!(last_seq = recovery.last_seq, torn_bytes = recovery.torn_bytes, "audit log open");
-    let listener = listener::bind(&cfg)?;
+    let bound = listener::bind(&cfg)?;
     let pidf = pid_file(&cfg.state_dir);
     if let Err(e) = write_atomic(&pidf, format!("{}\n", std::process::id()).as_bytes()) {
         warn!(error = %e, "cannot write pid file");
@@ -121,7 +121,7 @@ pub async fn run(
     });
     let connections = TaskTracker::new();
     let accept = tokio::spawn(listener::serve(
-        listener,
+        bound.listener,
         shared.clone(),
         shutdown.clone(),
         connections.clone(),
@@ -201,7 +201,9 @@ pub async fn run(
     }
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     let _ = periodic.await;
-    listener::remove_socket(&cfg.socket);
+    if bound.owned {
+        listener::remove_socket(&cfg.socket);
+    }
     let _ = std::fs::remove_file(&pidf);
     Ok(())
 }

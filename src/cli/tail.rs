@@ -83,19 +83,29 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     file.seek(SeekFrom::Start(complete as u64))?;
-    let mut pending: Vec<u8> = data[complete..].to_vec();
+    let mut printer = Printer {
+        filter,
+        last_seq: text
+            .lines()
+            .next_back()
+            .and_then(|l| record::parse_line(l).ok())
+            .map_or(0, |r| r.seq),
+        pending: data[complete..].to_vec(),
+    };
     let mut ino = file.metadata()?.ino();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = file.read(&mut buf)?;
         if n > 0 {
-            pending.extend_from_slice(&buf[..n]);
-            emit(&mut pending, &filter, &mut out)?;
+            printer.feed(&buf[..n], &mut out)?;
             continue;
         }
-        // At the end of our file: has audit.log been rotated away? Once the
-        // new file exists no more writes go to the old one, so read the old
-        // one to its end once more, then switch.
+        // At the end of our file: has audit.log been rotated away? Once a
+        // new file exists no more writes go to the old one: read the old
+        // one to its end, open the new one, then print the rotated files
+        // we may have skipped (several rotations can happen between two
+        // polls), and go on with the new one. Lines are printed by seq, so
+        // nothing is repeated.
         if let Ok(m) = std::fs::metadata(&path) {
             if m.ino() != ino {
                 if let Ok(next) = File::open(&path) {
@@ -104,12 +114,22 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                         if n == 0 {
                             break;
                         }
-                        pending.extend_from_slice(&buf[..n]);
+                        printer.feed(&buf[..n], &mut out)?;
                     }
-                    emit(&mut pending, &filter, &mut out)?;
+                    printer.pending.clear();
+                    for f in crate::logset::list(&ctx.config.log_dir)? {
+                        if f.active || f.first_seq.is_some_and(|s| s <= printer.last_seq) {
+                            continue;
+                        }
+                        if let Ok(r) = crate::logset::open(&f) {
+                            for line in crate::logset::Lines::new(r) {
+                                printer.line(&line?, &mut out)?;
+                            }
+                        }
+                    }
+                    out.flush()?;
                     ino = next.metadata()?.ino();
                     file = next;
-                    pending.clear();
                     continue;
                 }
             }
@@ -118,14 +138,34 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     }
 }
 
-/// Prints the complete lines of `pending` that pass the filter.
-fn emit(pending: &mut Vec<u8>, filter: &Filter, out: &mut impl Write) -> std::io::Result<()> {
-    while let Some(p) = pending.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = pending.drain(..=p).collect();
-        let s = String::from_utf8_lossy(&line[..line.len() - 1]);
-        if filter.keep(&s) {
+/// Prints complete lines that pass the filter, each seq at most once.
+struct Printer {
+    filter: Filter,
+    last_seq: u64,
+    pending: Vec<u8>,
+}
+
+impl Printer {
+    fn feed(&mut self, bytes: &[u8], out: &mut impl Write) -> std::io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        while let Some(p) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=p).collect();
+            let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            self.line(&s, out)?;
+        }
+        out.flush()
+    }
+
+    fn line(&mut self, s: &str, out: &mut impl Write) -> std::io::Result<()> {
+        if let Ok(r) = record::parse_line(s) {
+            if r.seq <= self.last_seq {
+                return Ok(());
+            }
+            self.last_seq = r.seq;
+        }
+        if self.filter.keep(s) {
             writeln!(out, "{s}")?;
         }
+        Ok(())
     }
-    out.flush()
 }

@@ -133,11 +133,23 @@ pub struct Shared {
     pub stats: ListenerStats,
 }
 
+/// The event socket and who owns its file.
+pub struct Bound {
+    /// The listener.
+    pub listener: UnixListener,
+    /// True when we created the socket file (and remove it at exit); false
+    /// when systemd passed it and keeps it open across our restarts.
+    pub owned: bool,
+}
+
 /// Binds the socket, or takes the one systemd passed (`LISTEN_FDS`).
-pub fn bind(cfg: &Config) -> Result<UnixListener, ListenError> {
-    if let Some(l) = from_systemd()? {
+pub fn bind(cfg: &Config) -> Result<Bound, ListenError> {
+    if let Some(listener) = from_systemd()? {
         info!("using the socket passed by systemd");
-        return Ok(l);
+        return Ok(Bound {
+            listener,
+            owned: false,
+        });
     }
     let path = &cfg.socket;
     let io = |what: &'static str| {
@@ -159,7 +171,10 @@ pub fn bind(cfg: &Config) -> Result<UnixListener, ListenError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io("set mode of"))?;
     crate::daemon::set_group(path, &cfg.listener.group);
-    Ok(l)
+    Ok(Bound {
+        listener: l,
+        owned: true,
+    })
 }
 
 fn from_systemd() -> Result<Option<UnixListener>, ListenError> {
@@ -186,6 +201,9 @@ fn from_systemd() -> Result<Option<UnixListener>, ListenError> {
         source,
     };
     std_l.set_nonblocking(true).map_err(io)?;
+    // Keep it out of children (the journalctl follower).
+    nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(|e| io(std::io::Error::from(e)))?;
     UnixListener::from_std(std_l).map(Some).map_err(io)
 }
 

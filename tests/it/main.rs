@@ -4,6 +4,12 @@
 
 mod util;
 
+mod api;
 mod catalog;
+mod corpus;
 mod durability;
+mod lifecycle;
+mod packaging;
 mod protocol;
+mod query;
+mod syslog;
