@@ -8,7 +8,8 @@
 //! active one and never one the syslog forwarder has not read yet.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter};
+use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -18,6 +19,9 @@ use crate::config::{Compression as Codec, Config, LogConfig};
 use crate::logset::{self, Compression};
 
 use super::logfile::sync_dir;
+
+/// Uncompressed size of one zstd frame of a rotated file.
+const ZSTD_FRAME: usize = 1 << 20;
 
 /// The limits retention enforces (live-reloadable).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,8 @@ struct Worker {
     codec: Codec,
     retention: Retention,
     forwarding: bool,
+    mode: u32,
+    group: String,
 }
 
 impl Compressor {
@@ -69,6 +75,8 @@ impl Compressor {
             codec: cfg.log.compress,
             retention: Retention::from_config(&cfg.log),
             forwarding: cfg.forward.enabled,
+            mode: crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640),
+            group: cfg.log.group.clone(),
         };
         let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
@@ -158,13 +166,34 @@ impl Worker {
         let dst = PathBuf::from(format!("{}.{ext}", src.display()));
         let tmp = PathBuf::from(format!("{}.{ext}.tmp", src.display()));
         let mut input = BufReader::new(File::open(src)?);
-        let out = File::create(&tmp)?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(self.mode)
+            .open(&tmp)?;
+        crate::daemon::set_group(&tmp, &self.group);
         let res = (|| -> io::Result<File> {
             match self.codec {
                 Codec::Zstd => {
-                    let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(out), 3)?;
-                    io::copy(&mut input, &mut enc)?;
-                    enc.finish()?.into_inner().map_err(|e| e.into_error())
+                    // Independent frames of about 1 MiB cut after a newline:
+                    // still one ordinary .zst for zstdcat, but a time search
+                    // can binary-search frames instead of decoding the file.
+                    let mut w = BufWriter::new(out);
+                    let mut chunk = Vec::with_capacity(ZSTD_FRAME + (64 << 10));
+                    loop {
+                        let n = input.read_until(b'\n', &mut chunk)?;
+                        if n == 0 || chunk.len() >= ZSTD_FRAME {
+                            if !chunk.is_empty() {
+                                w.write_all(&zstd::bulk::compress(&chunk, 3)?)?;
+                                chunk.clear();
+                            }
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    w.into_inner().map_err(|e| e.into_error())
                 }
                 _ => {
                     let mut enc = flate2::write::GzEncoder::new(
