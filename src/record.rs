@@ -442,15 +442,13 @@ pub fn trailer_fields(e: &Entry) -> Vec<(String, String)> {
             f.push((k.to_string(), v.clone()));
         }
     };
+    // Every field the sender gave is kept (nothing lost), even where it
+    // also shaped the bracket or the text.
     push("client", &e.client);
-    if e.component == Component::Engine {
-        push("engine", &e.engine);
-    }
+    push("engine", &e.engine);
     push("time", &e.time);
     push("id", &e.id);
-    if e.message.is_some() {
-        push("description", &e.description);
-    }
+    push("description", &e.description);
     for (k, v) in &e.details.0 {
         f.push((format!("details.{k}"), v.to_string()));
     }

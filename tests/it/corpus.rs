@@ -793,22 +793,19 @@ fn read_log(d: &TestDaemon, text_format: bool) -> Log {
 }
 
 /// The trailer fields a record of `ev` must carry, in order (SPEC §4).
-fn expected_fields(ev: &Event, component: Component) -> Vec<(String, String)> {
+fn expected_fields(ev: &Event) -> Vec<(String, String)> {
     let mut f = Vec::new();
     let mut push = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
             f.push((k.to_string(), v.clone()));
         }
     };
+    // Every field the sender gave is kept, whatever the component.
     push("client", &ev.client);
-    if component == Component::Engine {
-        push("engine", &ev.engine);
-    }
+    push("engine", &ev.engine);
     push("time", &ev.time);
     push("id", &ev.id);
-    if ev.message.is_some() {
-        push("description", &ev.description);
-    }
+    push("description", &ev.description);
     for (k, v) in &ev.details.0 {
         f.push((format!("details.{k}"), v.to_string()));
     }
@@ -848,7 +845,7 @@ fn record_matches(rec: &ParsedRecord, ev: &Event, pid: u32) -> Result<(), String
             diffs.push(format!("text {:?} != {m:?}", truncate(&rec.text, 80)));
         }
     }
-    let want = expected_fields(ev, component);
+    let want = expected_fields(ev);
     if rec.fields != want {
         diffs.push(format!("fields {:?} != {want:?}", rec.fields));
     }
