@@ -3,17 +3,28 @@
 //! position exactly once (see the parent module).
 //!
 //! One task, one `select!` loop (Vector's journald source): journalctl's
-//! stdout, a cursor-save timer, shutdown. Entries are handled one at a time
-//! and the position moves past an entry only once its record, if any, is
-//! acknowledged; a failed append is retried with back-off, never skipped.
+//! stdout, a cursor-save timer, an idle timer, shutdown. Entries are handled
+//! one at a time and the position moves past an entry only once its record,
+//! if any, is acknowledged; a failed append is retried with back-off, never
+//! skipped.
 //!
 //! journalctl is started with `--output=json --all --quiet --no-pager`, the
-//! configured extra arguments, a start position (`--after-cursor`, or the
-//! first start: `--boot`, the whole journal, or after the current tail) and
-//! the classifier's field matches. With `--file` in the extra arguments it
-//! runs without `--follow` and is re-run every second (`mode = "poll"`):
-//! journalctl cannot follow explicitly named files (systemd 252: "Failed to
-//! get journal fd"); `--directory` and the system journal are followed.
+//! configured extra arguments, a start position and the classifier's field
+//! matches. The position is `--merge --after-cursor=C`, or on a first start
+//! `--boot`, `--merge` (the whole journal), or `--merge` after the cursor
+//! of the current tail, saved before following so that "now" survives a
+//! restart. `--merge` matters: `--follow` without it or `--boot` shows the
+//! current boot only, which would lose what an earlier boot logged after
+//! the cursor (the Engine stopping at shutdown). Reading the system journal,
+//! entries of other machines that `--merge` brings in are ignored.
+//!
+//! With `--file` in the extra arguments journalctl runs without `--follow`
+//! and is re-run every second (`mode = "poll"`): it cannot follow explicitly
+//! named files (systemd 252: "Failed to get journal fd"). `--directory` and
+//! the system journal are followed; after a minute without output the child
+//! is restarted from the cursor, without back-off, which bounds the delay if
+//! journalctl ever misses an inotify wake-up (seen once in tests with
+//! systemd-journal-remote as the writer).
 //!
 //! The child gets `PR_SET_PDEATHSIG` so that a `kill -9` of the daemon does
 //! not leave it running, and `kill_on_drop` for every other exit.
@@ -38,12 +49,15 @@ use crate::shutdown::Shutdown;
 use crate::status::Registry;
 use crate::writer::{Ack, AppendError, WriterHandle};
 
-/// Arguments of every journalctl run. `--merge` because `--follow` without
-/// it (or `--boot`) implies the current boot only (systemd 252,
-/// `parse_argv`), which would skip what an earlier boot logged after the
-/// saved cursor; entries of other machines that `--merge` brings in from
-/// the system journal are dropped by machine id ([`Follower`]).
-const BASE_ARGS: [&str; 5] = ["--output=json", "--all", "--quiet", "--no-pager", "--merge"];
+/// Arguments of every journalctl run.
+const BASE_ARGS: [&str; 4] = ["--output=json", "--all", "--quiet", "--no-pager"];
+
+/// Added to every run without `--boot` (which it excludes): `--follow`
+/// alone implies the current boot only (systemd 252, `parse_argv`), which
+/// would skip what an earlier boot logged after the saved cursor. Entries of
+/// other machines that `--merge` brings in from the system journal are
+/// dropped by machine id ([`Follower`]).
+const MERGE: &str = "--merge";
 
 /// journalctl options that name the journal to read instead of the
 /// system's own.
@@ -115,6 +129,10 @@ pub struct FollowerSpec {
     pub save_interval: Duration,
     /// Consecutive unparsable lines after which journalctl is restarted.
     pub garbage_limit: u32,
+    /// In follow mode, journalctl is restarted (from the current cursor,
+    /// without back-off) after this long without output: a guard against
+    /// a missed inotify wake-up leaving an entry unread until the next one.
+    pub idle_refresh: Duration,
 }
 
 impl FollowerSpec {
@@ -139,6 +157,7 @@ impl FollowerSpec {
             poll_interval: Duration::from_secs(1),
             save_interval: Duration::from_secs(1),
             garbage_limit: 100,
+            idle_refresh: Duration::from_secs(60),
         }
     }
 
@@ -194,6 +213,7 @@ struct Stats {
     oversized_lines: u64,
     array_fields: u64,
     append_errors: u64,
+    idle_refreshes: u64,
     saves: u64,
     save_errors: u64,
 }
@@ -229,9 +249,22 @@ impl Backoff {
 /// Why one run of the child ended.
 enum RunEnd {
     Shutdown,
+    Idle,
     Eof,
     Garbage(u32),
     ReadError(std::io::Error),
+}
+
+/// How one run of the child ended, for the restart decision.
+enum ChildEnd {
+    /// The daemon stops.
+    Shutdown,
+    /// A poll-mode run reached the end of the journal.
+    PollDone,
+    /// A follow-mode run was silent for `idle_refresh`.
+    Idle,
+    /// Anything else: restart with back-off.
+    Failed(String),
 }
 
 /// Last lines of the child's stderr, for the status.
@@ -332,7 +365,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         }
         backoff.reset();
         while !shutdown.is_shutdown() {
-            let (healthy, error) = self.run_child(&mut shutdown).await;
+            let (healthy, end) = self.run_child(&mut shutdown).await;
             self.save_if_dirty().await;
             if shutdown.is_shutdown() {
                 break;
@@ -340,14 +373,18 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             if healthy {
                 backoff.reset();
             }
-            let delay = match error {
-                Some(msg) => {
+            let delay = match end {
+                ChildEnd::Failed(msg) => {
                     self.fail(&msg);
                     self.stats.restarts += 1;
                     backoff.step()
                 }
-                // Only poll mode ends a run without an error.
-                None => self.spec.poll_interval,
+                ChildEnd::PollDone => self.spec.poll_interval,
+                ChildEnd::Idle => {
+                    self.stats.idle_refreshes += 1;
+                    Duration::ZERO
+                }
+                ChildEnd::Shutdown => break,
             };
             if !self.pause(delay, &mut shutdown).await {
                 break;
@@ -384,16 +421,26 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             path: self.spec.log_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })??;
-        let had_file = saved.is_some();
         self.pos = cursor::resume_point(saved.clone(), &scan);
         self.saved = saved.unwrap_or_default();
-        tracing::info!(
-            section = self.spec.section,
-            cursor = self.pos.cursor.as_ref().map(JournalCursor::as_str),
-            from_log = scan.last.is_some(),
-            had_file,
-            "journal follower resumes"
-        );
+        let cursor = self.pos.cursor.as_ref().map(JournalCursor::as_str);
+        let section = self.spec.section;
+        if cursor.is_none() {
+            tracing::info!(section, first_start = ?self.spec.first_start, "journal follower starts without a cursor");
+        } else if self.pos.cursor != self.saved.cursor {
+            // The crash window: a record was durable, its cursor not saved.
+            tracing::info!(
+                section,
+                cursor,
+                "journal follower resumes from the audit log, newer than the cursor file"
+            );
+        } else {
+            tracing::info!(
+                section,
+                cursor,
+                "journal follower resumes from the cursor file"
+            );
+        }
         if self.pos.cursor.is_none() && self.spec.first_start == FirstStart::Now {
             self.pos.cursor = self.tail_cursor().await?;
         }
@@ -409,7 +456,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         let mut cmd = Command::new(&self.spec.journalctl);
         cmd.args(&self.spec.extra_args)
             .args(BASE_ARGS)
-            .arg("--lines=1")
+            .args([MERGE, "--lines=1"])
             .args(self.classifier.journal_matches())
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -447,12 +494,14 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         }
         match (&self.pos.cursor, self.spec.first_start) {
             (Some(c), _) => {
-                cmd.arg(format!("--after-cursor={c}"));
+                cmd.args([MERGE, &format!("--after-cursor={c}")]);
             }
             (None, FirstStart::Boot) => {
                 cmd.arg("--boot");
             }
-            (None, FirstStart::All | FirstStart::Now) => {}
+            (None, FirstStart::All | FirstStart::Now) => {
+                cmd.arg(MERGE);
+            }
         }
         cmd.args(self.classifier.journal_matches())
             .env("SYSTEMD_COLORS", "0")
@@ -487,9 +536,8 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     }
 
     /// One run of journalctl: whether it was healthy (delivered entries or
-    /// ran for a while, so the back-off starts over) and, unless it ended
-    /// normally (shutdown, or the end of a poll), what went wrong.
-    async fn run_child(&mut self, shutdown: &mut Shutdown) -> (bool, Option<String>) {
+    /// ran for a while, so the back-off starts over) and how it ended.
+    async fn run_child(&mut self, shutdown: &mut Shutdown) -> (bool, ChildEnd) {
         let mut cmd = self.command();
         let started = Instant::now();
         let mut child = match cmd.spawn() {
@@ -497,7 +545,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             Err(e) => {
                 return (
                     false,
-                    Some(format!(
+                    ChildEnd::Failed(format!(
                         "cannot run {}: {e}",
                         self.spec.journalctl.display()
                     )),
@@ -514,7 +562,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         }
         let Some(out) = child.stdout.take() else {
             stop_child(&mut child).await;
-            return (false, Some("journalctl has no stdout".into()));
+            return (false, ChildEnd::Failed("journalctl has no stdout".into()));
         };
         let entries_before = self.stats.entries;
         let end = self.pump(out, shutdown).await;
@@ -522,13 +570,17 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             self.stats.entries > entries_before || started.elapsed() >= Duration::from_secs(30);
         self.stats.pid = None;
         self.stats.state = "restarting";
-        let error = match end {
+        let end = match end {
             RunEnd::Shutdown => {
                 stop_child(&mut child).await;
-                None
+                ChildEnd::Shutdown
+            }
+            RunEnd::Idle => {
+                stop_child(&mut child).await;
+                ChildEnd::Idle
             }
             RunEnd::Eof => match wait_child(&mut child).await {
-                Some(st) if st.success() && self.mode == "poll" => None,
+                Some(st) if st.success() && self.mode == "poll" => ChildEnd::PollDone,
                 st => {
                     // Let the stderr reader catch the child's last words.
                     tokio::task::yield_now().await;
@@ -537,64 +589,85 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
                         || "killed after closing its output".to_string(),
                         |s| s.to_string(),
                     );
-                    Some(format!("journalctl exited ({how}){}", with_detail(&detail)))
+                    ChildEnd::Failed(format!("journalctl exited ({how}){}", with_detail(&detail)))
                 }
             },
             RunEnd::Garbage(n) => {
                 stop_child(&mut child).await;
-                Some(format!(
+                ChildEnd::Failed(format!(
                     "journalctl printed {n} lines in a row that are not journal entries"
                 ))
             }
             RunEnd::ReadError(e) => {
                 stop_child(&mut child).await;
-                Some(format!("reading journalctl output: {e}"))
+                ChildEnd::Failed(format!("reading journalctl output: {e}"))
             }
         };
-        (healthy, error)
+        (healthy, end)
     }
 
     /// Reads and handles entries until the child's output ends.
     async fn pump<R: AsyncRead + Unpin>(&mut self, out: R, shutdown: &mut Shutdown) -> RunEnd {
         let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, out), MAX_LINE);
         let mut bad_in_row = 0u32;
+        let follow = self.mode == "follow";
+        let mut last_line = tokio::time::Instant::now();
         loop {
             let dirty = self.pos != self.saved;
             let save_at = tokio::time::Instant::from_std(self.last_save + self.spec.save_interval);
+            let idle_at = last_line + self.spec.idle_refresh;
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => return RunEnd::Shutdown,
+                _ = tokio::time::sleep_until(idle_at), if follow => return RunEnd::Idle,
                 _ = tokio::time::sleep_until(save_at), if dirty => {
                     self.save_if_dirty().await;
                     self.publish(true);
                 }
-                line = reader.next_line() => match line {
-                    Ok(None) => return RunEnd::Eof,
-                    Err(e) => return RunEnd::ReadError(e),
-                    Ok(Some(Line::TooLong(n))) => {
-                        self.stats.oversized_lines += 1;
-                        tracing::warn!(section = self.spec.section, bytes = n, "skipped an over-long journal line");
+                line = reader.next_line() => {
+                    last_line = tokio::time::Instant::now();
+                    if let Some(end) = self.on_line(line, &mut bad_in_row, shutdown).await {
+                        return end;
                     }
-                    Ok(Some(Line::Complete(bytes))) => match JournalEntry::parse(&bytes) {
-                        Err(e) => {
-                            self.stats.bad_lines += 1;
-                            bad_in_row += 1;
-                            if bad_in_row == 1 {
-                                tracing::warn!(section = self.spec.section, error = %e, "journalctl printed a line that is not an entry");
-                            }
-                            if bad_in_row >= self.spec.garbage_limit {
-                                return RunEnd::Garbage(bad_in_row);
-                            }
-                        }
-                        Ok(entry) => {
-                            bad_in_row = 0;
-                            if !self.handle(entry, shutdown).await {
-                                return RunEnd::Shutdown;
-                            }
-                            self.publish(false);
-                        }
-                    },
-                },
+                }
+            }
+        }
+    }
+
+    /// Handles one read from journalctl; `Some` when the run must end.
+    async fn on_line(
+        &mut self,
+        line: std::io::Result<Option<Line>>,
+        bad_in_row: &mut u32,
+        shutdown: &mut Shutdown,
+    ) -> Option<RunEnd> {
+        let section = self.spec.section;
+        let bytes = match line {
+            Ok(None) => return Some(RunEnd::Eof),
+            Err(e) => return Some(RunEnd::ReadError(e)),
+            Ok(Some(Line::TooLong(n))) => {
+                self.stats.oversized_lines += 1;
+                tracing::warn!(section, bytes = n, "skipped an over-long journal line");
+                return None;
+            }
+            Ok(Some(Line::Complete(bytes))) => bytes,
+        };
+        match JournalEntry::parse(&bytes) {
+            Err(e) => {
+                self.stats.bad_lines += 1;
+                *bad_in_row += 1;
+                if *bad_in_row == 1 {
+                    tracing::warn!(section, error = %e, "journalctl printed a line that is not an entry");
+                }
+                (*bad_in_row >= self.spec.garbage_limit).then_some(RunEnd::Garbage(*bad_in_row))
+            }
+            Ok(entry) => {
+                *bad_in_row = 0;
+                if !self.handle(entry, shutdown).await {
+                    return Some(RunEnd::Shutdown);
+                }
+                self.publish(false);
+                None
             }
         }
     }
@@ -647,14 +720,30 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     async fn append(&mut self, rec: Entry, shutdown: &mut Shutdown) -> Option<Ack> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            let res = tokio::select! {
-                biased;
-                _ = shutdown.recv() => return None,
-                r = self.sink.append(rec.clone()) => r,
+            let res = {
+                let fut = self.sink.append(rec.clone());
+                tokio::pin!(fut);
+                let mut slow = false;
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.recv() => return None,
+                        r = &mut fut => break r,
+                        // A writer that takes this long is worth showing.
+                        _ = tokio::time::sleep(Duration::from_secs(1)), if !slow => {
+                            slow = true;
+                            self.stats.state = "waiting_for_writer";
+                            self.status.set(
+                                self.spec.section,
+                                status_doc(&self.stats, self.mode, &self.pos, &self.saved),
+                            );
+                        }
+                    }
+                }
             };
             match res {
                 Ok(ack) => {
-                    if self.stats.state == "append_retry" {
+                    if matches!(self.stats.state, "append_retry" | "waiting_for_writer") {
                         self.stats.state = "running";
                     }
                     return Some(ack);
@@ -731,35 +820,40 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             return;
         }
         self.last_publish = Instant::now();
-        let s = &self.stats;
         self.status.set(
             self.spec.section,
-            json!({
-                "state": s.state,
-                "mode": self.mode,
-                "pid": s.pid,
-                "starts": s.starts,
-                "restarts": s.restarts,
-                "backoff_ms": s.backoff_ms,
-                "last_error": s.last_error,
-                "last_error_at": s.last_error_at,
-                "cursor": self.pos.cursor.as_ref().map(JournalCursor::as_str),
-                "saved_cursor": self.saved.cursor.as_ref().map(JournalCursor::as_str),
-                "log_seq": self.pos.log_seq,
-                "entries": s.entries,
-                "records": s.records,
-                "last_record_seq": s.last_record_seq,
-                "last_entry_time": s.last_entry_time,
-                "ignored": s.ignored,
-                "bad_lines": s.bad_lines,
-                "oversized_lines": s.oversized_lines,
-                "array_fields": s.array_fields,
-                "append_errors": s.append_errors,
-                "saves": s.saves,
-                "save_errors": s.save_errors,
-            }),
+            status_doc(&self.stats, self.mode, &self.pos, &self.saved),
         );
     }
+}
+
+/// The status section of a follower.
+fn status_doc(s: &Stats, mode: &str, pos: &Position, saved: &Position) -> serde_json::Value {
+    json!({
+        "state": s.state,
+        "mode": mode,
+        "pid": s.pid,
+        "starts": s.starts,
+        "restarts": s.restarts,
+        "backoff_ms": s.backoff_ms,
+        "last_error": s.last_error,
+        "last_error_at": s.last_error_at,
+        "cursor": pos.cursor.as_ref().map(JournalCursor::as_str),
+        "saved_cursor": saved.cursor.as_ref().map(JournalCursor::as_str),
+        "log_seq": pos.log_seq,
+        "entries": s.entries,
+        "records": s.records,
+        "last_record_seq": s.last_record_seq,
+        "last_entry_time": s.last_entry_time,
+        "ignored": s.ignored,
+        "bad_lines": s.bad_lines,
+        "oversized_lines": s.oversized_lines,
+        "array_fields": s.array_fields,
+        "append_errors": s.append_errors,
+        "idle_refreshes": s.idle_refreshes,
+        "saves": s.saves,
+        "save_errors": s.save_errors,
+    })
 }
 
 fn with_detail(d: &str) -> String {
@@ -892,6 +986,7 @@ mod tests {
             poll_interval: Duration::from_millis(50),
             save_interval: Duration::from_millis(50),
             garbage_limit: 5,
+            idle_refresh: Duration::from_secs(600),
         }
     }
 
@@ -953,14 +1048,14 @@ mod tests {
             args.lines()
                 .next()
                 .unwrap()
-                .contains("--follow --no-tail _PID=1"),
+                .contains("--follow --no-tail --merge _PID=1"),
             "{args}"
         );
         assert!(
             args.lines()
                 .nth(1)
                 .unwrap()
-                .contains(&format!("--after-cursor={}", cur(5))),
+                .contains(&format!("--merge --after-cursor={} _PID=1", cur(5))),
             "{args}"
         );
     }
@@ -1087,5 +1182,48 @@ mod tests {
         let args = std::fs::read_to_string(d.path().join("args")).unwrap();
         assert!(args.lines().next().unwrap().contains("--lines=1"), "{args}");
         assert!(!args.contains("--follow"), "{args}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_journalctl_is_refreshed_without_duplicates() {
+        let d = tempfile::tempdir().unwrap();
+        let body: Vec<String> = (1..=3).map(|i| line(i, &format!("rec {i}"))).collect();
+        let jc = fake_journalctl(d.path(), &body, "exec sleep 1000");
+        let mut sp = spec(d.path(), jc);
+        sp.idle_refresh = Duration::from_millis(100);
+        let sink = MemSink::default();
+        let reg = Registry::new();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let task =
+            tokio::spawn(Follower::new(sp, ByMessage, sink.clone(), reg.clone()).run(shutdown));
+        wait_until("refreshes", || {
+            section(&reg)["idle_refreshes"].as_u64() >= Some(3)
+        })
+        .await;
+        trigger.fire();
+        task.await.unwrap();
+        let s = section(&reg);
+        assert_eq!(s["restarts"], 0, "{s}");
+        assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
+        assert_eq!(sink.recs.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn system_journal_detection() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sp = spec(d.path(), "journalctl".into());
+        assert!(sp.reads_system_journal());
+        for args in [
+            &["--directory", "/x"][..],
+            &["-D/x"],
+            &["--file=/x.journal"],
+            &["--root", "/"],
+            &["-M", "c1"],
+        ] {
+            sp.extra_args = args.iter().map(|s| s.to_string()).collect();
+            assert!(!sp.reads_system_journal(), "{args:?}");
+        }
+        sp.extra_args = vec!["--merge".into()];
+        assert!(sp.reads_system_journal());
     }
 }
