@@ -84,7 +84,9 @@ impl Client {
 
     async fn connect(&mut self) -> Result<&mut Conn, ClientError> {
         if self.conn.is_none() {
-            let s = UnixStream::connect(&self.path).await.map_err(|e| self.io(e))?;
+            let s = UnixStream::connect(&self.path)
+                .await
+                .map_err(|e| self.io(e))?;
             let (rd, wr) = s.into_split();
             self.conn = Some(Conn {
                 rd: BufReader::new(rd),
@@ -132,7 +134,9 @@ impl Client {
         loop {
             match self.send_line(&line).await {
                 Ok(r) if r.ok => {
-                    return r.seq.ok_or_else(|| ClientError::Protocol("ack without seq".into()))
+                    return r
+                        .seq
+                        .ok_or_else(|| ClientError::Protocol("ack without seq".into()))
                 }
                 Ok(r) => {
                     let kind = r.error.unwrap_or(ErrorKind::WriteFailed);

@@ -448,21 +448,29 @@ impl Config {
         }
         for (i, c) in self.clients.iter().enumerate() {
             if c.user.is_none() == c.uid.is_none() {
-                return Err(bad(format!("clients[{i}]: give exactly one of user or uid")));
+                return Err(bad(format!(
+                    "clients[{i}]: give exactly one of user or uid"
+                )));
             }
             for comp in &c.components {
                 if crate::protocol::Component::parse(comp).is_none() {
-                    return Err(bad(format!("clients[{i}].components: unknown component {comp:?}")));
+                    return Err(bad(format!(
+                        "clients[{i}].components: unknown component {comp:?}"
+                    )));
                 }
             }
         }
         for comp in &self.forward.components {
             if crate::protocol::Component::parse(comp).is_none() {
-                return Err(bad(format!("forward.components: unknown component {comp:?}")));
+                return Err(bad(format!(
+                    "forward.components: unknown component {comp:?}"
+                )));
             }
         }
-        parse_mode(&self.listener.mode).ok_or_else(|| bad("listener.mode must be octal, e.g. \"0660\"".into()))?;
-        parse_mode(&self.log.mode).ok_or_else(|| bad("log.mode must be octal, e.g. \"0640\"".into()))?;
+        parse_mode(&self.listener.mode)
+            .ok_or_else(|| bad("listener.mode must be octal, e.g. \"0660\"".into()))?;
+        parse_mode(&self.log.mode)
+            .ok_or_else(|| bad("log.mode must be octal, e.g. \"0640\"".into()))?;
         Ok(())
     }
 
@@ -617,19 +625,22 @@ engines = [{ name = "Engine-01", url = "https://engine01.example:443" }]
         assert_eq!(c.log.rotate_size, 64 << 20);
         assert_eq!(c.log.max_total_bytes, 2 << 30);
         assert_eq!(c.api.engines.len(), 1);
-        assert_eq!(c, {
-            let mut d = Config::default();
-            d.clients = c.clients.clone();
-            d.api.engines = c.api.engines.clone();
-            d
-        });
+        let mut want = Config {
+            clients: c.clients.clone(),
+            ..Default::default()
+        };
+        want.api.engines = c.api.engines.clone();
+        assert_eq!(c, want);
     }
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let e = Config::from_toml("[log]\nformat = \"text\"\nflsh = \"sync\"\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml(
+            "[log]\nformat = \"text\"\nflsh = \"sync\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("flsh"), "{e}");
         assert!(e.contains("line 3"), "{e}");
     }

@@ -93,7 +93,12 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
     // Handlers first: a SIGTERM that arrives while we start must drain, not kill.
-    let sig = |k| signal(k).map_err(|source| DaemonError::Io { what: "install signal handler".into(), source });
+    let sig = |k| {
+        signal(k).map_err(|source| DaemonError::Io {
+            what: "install signal handler".into(),
+            source,
+        })
+    };
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
@@ -103,7 +108,11 @@ pub async fn run(
         source,
     })?;
     let (writer, recovery, writer_thread) = writer::start(&cfg)?;
-    info!(last_seq = recovery.last_seq, torn_bytes = recovery.torn_bytes, "audit log open");
+    info!(
+        last_seq = recovery.last_seq,
+        torn_bytes = recovery.torn_bytes,
+        "audit log open"
+    );
     let bound = listener::bind(&cfg)?;
     let pidf = pid_file(&cfg.state_dir);
     if let Err(e) = write_atomic(&pidf, format!("{}\n", std::process::id()).as_bytes()) {
@@ -191,7 +200,10 @@ pub async fn run(
     trigger.fire();
     let _ = accept.await;
     connections.close();
-    if tokio::time::timeout(DRAIN, connections.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
         warn!("some connections did not finish within the drain time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sources.wait()).await;
@@ -270,7 +282,9 @@ async fn periodic(
         last_written = written;
         last_at = Instant::now();
         let free = free_bytes(&cfg.log_dir);
-        let low = free.is_some_and(|f| cfg.log.min_free_bytes > 0 && f < cfg.log.min_free_bytes.saturating_mul(2));
+        let low = free.is_some_and(|f| {
+            cfg.log.min_free_bytes > 0 && f < cfg.log.min_free_bytes.saturating_mul(2)
+        });
         if low && !low_space_warned {
             warn!(free = ?free, min_free_bytes = cfg.log.min_free_bytes, "low disk space for the audit log");
         }
@@ -280,7 +294,10 @@ async fn periodic(
         doc.insert("started_at".into(), started_at.to_rfc3339().into());
         doc.insert("uptime_s".into(), started.elapsed().as_secs().into());
         doc.insert("updated_at".into(), chrono::Utc::now().to_rfc3339().into());
-        doc.insert("events_per_s".into(), serde_json::json!((rate * 10.0).round() / 10.0));
+        doc.insert(
+            "events_per_s".into(),
+            serde_json::json!((rate * 10.0).round() / 10.0),
+        );
         doc.insert("disk_free_bytes".into(), serde_json::json!(free));
         doc.insert("low_space".into(), low.into());
         doc.insert("log_dir".into(), cfg.log_dir.display().to_string().into());

@@ -42,7 +42,10 @@ pub struct LogFile {
 
 /// Formats the rotated name for a file that started at `start` with `first_seq`.
 pub fn rotated_name(start: DateTime<Utc>, first_seq: u64) -> String {
-    format!("audit-{}-{first_seq}.log", start.format("%Y%m%dT%H%M%S%.6fZ"))
+    format!(
+        "audit-{}-{first_seq}.log",
+        start.format("%Y%m%dT%H%M%S%.6fZ")
+    )
 }
 
 /// Parses a rotated file name (with or without compression suffix).

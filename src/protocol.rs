@@ -387,9 +387,7 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
                 ))
             })?;
             if c != range {
-                return Err(bad(format!(
-                    "code {code} belongs to {range}, not {c}"
-                )));
+                return Err(bad(format!("code {code} belongs to {range}, not {c}")));
             }
             Some(c)
         }
@@ -508,13 +506,27 @@ mod tests {
         assert_eq!(kind(r#"{"code":-1}"#), ErrorKind::BadField);
         assert_eq!(kind(r#"{"code":1.5}"#), ErrorKind::BadField);
         assert_eq!(kind(r#"{"code":99999}"#), ErrorKind::UnknownCode);
-        assert_eq!(kind(r#"{"code":50000,"component":"Portal"}"#), ErrorKind::BadField);
-        assert_eq!(kind(r#"{"code":50000,"code":50001}"#), ErrorKind::BadJson);
-        assert_eq!(kind(r#"{"code":50000,"details":{"a":{"b":1}}}"#), ErrorKind::BadField);
-        assert_eq!(kind(r#"{"code":50000,"details":{"a b":1}}"#), ErrorKind::BadField);
-        assert_eq!(kind(r#"{"code":50000,"time":"yesterday"}"#), ErrorKind::BadField);
         assert_eq!(
-            parse_line(b"{\"code\":50000,\"user\":\"\xff\"}", false).unwrap_err().kind,
+            kind(r#"{"code":50000,"component":"Portal"}"#),
+            ErrorKind::BadField
+        );
+        assert_eq!(kind(r#"{"code":50000,"code":50001}"#), ErrorKind::BadJson);
+        assert_eq!(
+            kind(r#"{"code":50000,"details":{"a":{"b":1}}}"#),
+            ErrorKind::BadField
+        );
+        assert_eq!(
+            kind(r#"{"code":50000,"details":{"a b":1}}"#),
+            ErrorKind::BadField
+        );
+        assert_eq!(
+            kind(r#"{"code":50000,"time":"yesterday"}"#),
+            ErrorKind::BadField
+        );
+        assert_eq!(
+            parse_line(b"{\"code\":50000,\"user\":\"\xff\"}", false)
+                .unwrap_err()
+                .kind,
             ErrorKind::BadUtf8
         );
     }

@@ -407,9 +407,10 @@ pub fn unescape(s: &str) -> Result<String, RecordError> {
                 let h: String = it.by_ref().take(2).collect();
                 let v = u32::from_str_radix(&h, 16)
                     .map_err(|_| RecordError::Malformed(format!("bad \\x escape {h:?}")))?;
-                out.push(char::from_u32(v).ok_or_else(|| {
-                    RecordError::Malformed(format!("bad \\x escape {h:?}"))
-                })?);
+                out.push(
+                    char::from_u32(v)
+                        .ok_or_else(|| RecordError::Malformed(format!("bad \\x escape {h:?}")))?,
+                );
             }
             Some('u') => {
                 if it.next() != Some('{') {
@@ -605,12 +606,16 @@ fn malformed(s: &str) -> RecordError {
 
 /// Parses a text record line.
 pub fn parse_text(line: &str) -> Result<ParsedRecord, RecordError> {
-    let (ts_s, rest) = line.split_once(' ').ok_or_else(|| malformed("no timestamp"))?;
+    let (ts_s, rest) = line
+        .split_once(' ')
+        .ok_or_else(|| malformed("no timestamp"))?;
     let ts = DateTime::parse_from_rfc3339(ts_s)
         .map_err(|_| malformed("bad timestamp"))?
         .with_timezone(&Utc);
     let (host, rest) = rest.split_once(' ').ok_or_else(|| malformed("no host"))?;
-    let rest = rest.strip_prefix('[').ok_or_else(|| malformed("no bracket"))?;
+    let rest = rest
+        .strip_prefix('[')
+        .ok_or_else(|| malformed("no bracket"))?;
     // Bracket fields: split on unescaped `|`, end at unescaped `]`.
     let mut parts = Vec::with_capacity(4);
     let mut cur = String::new();
@@ -652,9 +657,7 @@ pub fn parse_text(line: &str) -> Result<ParsedRecord, RecordError> {
         }
         search = pos + 1;
     };
-    let code = parts[2]
-        .parse::<u32>()
-        .map_err(|_| malformed("bad code"))?;
+    let code = parts[2].parse::<u32>().map_err(|_| malformed("bad code"))?;
     let h_pos = line.len() - trailer.h.len() - 3;
     Ok(ParsedRecord {
         ts,
@@ -712,7 +715,11 @@ fn parse_trailer(s: &str) -> Option<Trailer> {
         }
         let eq = s.find("=\"")?;
         let key = &s[..eq];
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
             return None;
         }
         let body = &s[eq + 2..];
@@ -737,9 +744,7 @@ pub fn parse_json(line: &str) -> Result<ParsedRecord, RecordError> {
     let inner = line
         .strip_suffix('}')
         .ok_or_else(|| malformed("no closing brace"))?;
-    let hpos = inner
-        .rfind(",\"h\":\"")
-        .ok_or_else(|| malformed("no h"))?;
+    let hpos = inner.rfind(",\"h\":\"").ok_or_else(|| malformed("no h"))?;
     let h = inner[hpos + 6..]
         .strip_suffix('"')
         .ok_or_else(|| malformed("bad h"))?

@@ -57,8 +57,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
-    let config =
-        nxaudit::config::Config::load(args.config.as_deref(), args.base_dir.as_deref())?;
+    let config = nxaudit::config::Config::load(args.config.as_deref(), args.base_dir.as_deref())?;
     let ctx = cli::Context {
         config,
         config_path: args.config,

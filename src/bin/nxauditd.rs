@@ -63,20 +63,25 @@ fn init_tracing(
         .with_target(false);
     match file {
         None => {
-            tracing_subscriber::registry().with(filter).with(stderr).init();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(stderr)
+                .init();
             Ok(None)
         }
         Some(path) => {
             let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            let name = path
-                .file_name()
-                .context("--log-file needs a file name")?;
+            let name = path.file_name().context("--log-file needs a file name")?;
             let appender = tracing_appender::rolling::daily(dir, name);
             let (nb, guard) = tracing_appender::non_blocking(appender);
             tracing_subscriber::registry()
                 .with(filter)
                 .with(stderr)
-                .with(tracing_subscriber::fmt::layer().with_writer(nb).with_ansi(false))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(nb)
+                        .with_ansi(false),
+                )
                 .init();
             Ok(Some(guard))
         }

@@ -158,7 +158,12 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(parent: &Path, label: &str, flush: &str, rotate: Option<&str>) -> anyhow::Result<Daemon> {
+fn start_daemon(
+    parent: &Path,
+    label: &str,
+    flush: &str,
+    rotate: Option<&str>,
+) -> anyhow::Result<Daemon> {
     let base = parent.join(format!("nxaudit-bench-{}-{label}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
@@ -245,7 +250,9 @@ fn client(
                 refused += 1;
             }
         }
-        writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
         return Ok((lat, refused));
     }
     let mut buf = Vec::with_capacity(window * (size + 2));
@@ -280,7 +287,12 @@ fn pct(sorted: &[u32], p: f64) -> u64 {
     u64::from(sorted[i.min(sorted.len() - 1)])
 }
 
-fn run_one(args: &Args, parent: &Path, label: &str, rotate: Option<&str>) -> anyhow::Result<Results> {
+fn run_one(
+    args: &Args,
+    parent: &Path,
+    label: &str,
+    rotate: Option<&str>,
+) -> anyhow::Result<Results> {
     let d = start_daemon(parent, label, &args.flush, rotate)?;
     let pid = d.child.id();
     let rss_idle = rss_kib(pid, "VmRSS:");
@@ -297,7 +309,10 @@ fn run_one(args: &Args, parent: &Path, label: &str, rotate: Option<&str>) -> any
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+            })
             .collect()
     });
     let secs = t.elapsed().as_secs_f64();

@@ -20,9 +20,13 @@ pub fn daemon_pid(ctx: &Context) -> anyhow::Result<nix::unistd::Pid> {
     let pidf = crate::daemon::pid_file(&ctx.config.state_dir);
     let text = std::fs::read_to_string(&pidf)
         .with_context(|| format!("read {} (is nxauditd running?)", pidf.display()))?;
-    let pid: i32 = text.trim().parse().with_context(|| format!("bad pid in {}", pidf.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("bad pid in {}", pidf.display()))?;
     let pid = nix::unistd::Pid::from_raw(pid);
-    nix::sys::signal::kill(pid, None).with_context(|| format!("nxauditd (pid {pid}) is not running"))?;
+    nix::sys::signal::kill(pid, None)
+        .with_context(|| format!("nxauditd (pid {pid}) is not running"))?;
     Ok(pid)
 }
 

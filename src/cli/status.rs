@@ -39,16 +39,37 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         println!("  updated:      {}", g("/updated_at"));
         println!("  uptime:       {} s", g("/uptime_s"));
         println!("  last seq:     {}", g("/writer/last_seq"));
-        println!("  written:      {} ({} events/s)", g("/writer/written"), g("/events_per_s"));
+        println!(
+            "  written:      {} ({} events/s)",
+            g("/writer/written"),
+            g("/events_per_s")
+        );
         println!(
             "  refused:      {} disk full, {} write failed",
             g("/writer/refused_disk_full"),
             g("/writer/refused_write_failed")
         );
-        println!("  disk free:    {} bytes{}", g("/disk_free_bytes"),
-            if g("/low_space") == serde_json::Value::Bool(true) { " (LOW)" } else { "" });
-        println!("  connections:  {} open, {} accepted", g("/listener/open"), g("/listener/accepted"));
-        for section in ["journal", "auth_journal", "syslog_intake", "forwarder", "reload"] {
+        println!(
+            "  disk free:    {} bytes{}",
+            g("/disk_free_bytes"),
+            if g("/low_space") == serde_json::Value::Bool(true) {
+                " (LOW)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "  connections:  {} open, {} accepted",
+            g("/listener/open"),
+            g("/listener/accepted")
+        );
+        for section in [
+            "journal",
+            "auth_journal",
+            "syslog_intake",
+            "forwarder",
+            "reload",
+        ] {
             if let Some(v) = doc.get(section) {
                 println!("  {section}: {v}");
             }

@@ -48,17 +48,16 @@ impl Filter {
             return false;
         };
         (self.codes.is_empty() || self.codes.contains(&r.code))
-            && self.component.is_none_or(|c| r.component() == Some(c))
+            && self.component.map_or(true, |c| r.component() == Some(c))
     }
 }
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let component = match &args.component {
-        Some(c) => Some(
-            Component::parse(c)
-                .with_context(|| format!("unknown component {c:?} (Engine, Portal, WebConsole, Appliance)"))?,
-        ),
+        Some(c) => Some(Component::parse(c).with_context(|| {
+            format!("unknown component {c:?} (Engine, Portal, WebConsole, Appliance)")
+        })?),
         None => None,
     };
     let filter = Filter {

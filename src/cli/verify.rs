@@ -74,7 +74,10 @@ pub fn verify_dir(
             };
             if let Some(p) = prev_seq {
                 if rec.seq != p + 1 {
-                    rep.error = Some(format!("{at}: seq {} follows {p} (gap or duplicate)", rec.seq));
+                    rep.error = Some(format!(
+                        "{at}: seq {} follows {p} (gap or duplicate)",
+                        rec.seq
+                    ));
                     return Ok(rep);
                 }
             } else {

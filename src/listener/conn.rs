@@ -52,27 +52,25 @@ impl Framer {
 
     /// The next complete frame, if any.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        loop {
-            match self.buf.iter().position(|b| *b == b'\n') {
-                Some(pos) => {
-                    let line = self.buf.split_to(pos + 1);
-                    if self.discarding {
-                        self.discarding = false;
-                        return Some(Frame::TooLarge);
-                    }
-                    if pos > MAX_LINE {
-                        return Some(Frame::TooLarge);
-                    }
-                    return Some(Frame::Line(line[..pos].to_vec()));
+        match self.buf.iter().position(|b| *b == b'\n') {
+            Some(pos) => {
+                let line = self.buf.split_to(pos + 1);
+                if self.discarding {
+                    self.discarding = false;
+                    return Some(Frame::TooLarge);
                 }
-                None => {
-                    if self.buf.len() > MAX_LINE {
-                        // Keep memory bounded: drop what we have of this line.
-                        self.discarding = true;
-                        self.buf.clear();
-                    }
-                    return None;
+                if pos > MAX_LINE {
+                    return Some(Frame::TooLarge);
                 }
+                Some(Frame::Line(line[..pos].to_vec()))
+            }
+            None => {
+                if self.buf.len() > MAX_LINE {
+                    // Keep memory bounded: drop what we have of this line.
+                    self.discarding = true;
+                    self.buf.clear();
+                }
+                None
             }
         }
     }
@@ -196,7 +194,10 @@ async fn process(frame: Frame, shared: &Shared, origin: Origin, stopping: bool) 
         Frame::Line(l) => l,
     };
     if stopping {
-        return refused(Refusal::new(ErrorKind::ShuttingDown, "the daemon is stopping"));
+        return refused(Refusal::new(
+            ErrorKind::ShuttingDown,
+            "the daemon is stopping",
+        ));
     }
     let strict = shared.strict_codes.load(Ordering::Relaxed);
     let ev = match protocol::parse_line(&line, strict) {

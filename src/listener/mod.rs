@@ -202,8 +202,11 @@ fn from_systemd() -> Result<Option<UnixListener>, ListenError> {
     };
     std_l.set_nonblocking(true).map_err(io)?;
     // Keep it out of children (the journalctl follower).
-    nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(|e| io(std::io::Error::from(e)))?;
+    nix::fcntl::fcntl(
+        3,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| io(std::io::Error::from(e)))?;
     UnixListener::from_std(std_l).map(Some).map_err(io)
 }
 

@@ -153,8 +153,10 @@ impl LogWriter {
             let good = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
             if good < data.len() {
                 recovery.torn_bytes = (data.len() - good) as u64;
-                f.set_len(good as u64)
-                    .map_err(io_err(format!("truncate torn tail of {}", active.display())))?;
+                f.set_len(good as u64).map_err(io_err(format!(
+                    "truncate torn tail of {}",
+                    active.display()
+                )))?;
                 f.sync_all()
                     .map_err(io_err(format!("sync {}", active.display())))?;
                 warn!(
@@ -279,7 +281,14 @@ impl LogWriter {
                     Format::Json => "json",
                 },
             )
-            .field("chain", if cfg.log.chain_key_file.as_os_str().is_empty() { "sha256" } else { "hmac-sha256" });
+            .field(
+                "chain",
+                if cfg.log.chain_key_file.as_os_str().is_empty() {
+                    "sha256"
+                } else {
+                    "hmac-sha256"
+                },
+            );
         w.append_own(start).map_err(io_fail)?;
         w.sync_now();
         Ok((w, recovery))
@@ -451,7 +460,11 @@ impl LogWriter {
                 warn!(error = %err, events = refused, "batch refused");
                 for ((_, reply), ack) in batch.drain(..).zip(results) {
                     // A duplicate's original record is already durable.
-                    let r = if ack.duplicate { Ok(ack) } else { Err(err.clone()) };
+                    let r = if ack.duplicate {
+                        Ok(ack)
+                    } else {
+                        Err(err.clone())
+                    };
                     let _ = reply.send(r);
                 }
             }
@@ -485,7 +498,11 @@ impl LogWriter {
         }
         if !self.cfg.rotate_age.is_zero() && self.records_in_file > 1 {
             let age = Utc::now().signed_duration_since(self.file_start);
-            if age.to_std().map(|a| a >= self.cfg.rotate_age).unwrap_or(false) {
+            if age
+                .to_std()
+                .map(|a| a >= self.cfg.rotate_age)
+                .unwrap_or(false)
+            {
                 if let Err(e) = self.rotate("age") {
                     warn!(error = %e, "rotation by age failed");
                 }
@@ -522,7 +539,8 @@ impl LogWriter {
             strict_codes,
             flush_interval_ms
         );
-        self.compressor.set_retention(super::Retention::from_config(&self.cfg));
+        self.compressor
+            .set_retention(super::Retention::from_config(&self.cfg));
         let e = Entry::appliance(60904).field("changed", changed.join(","));
         self.append_own(e)
     }

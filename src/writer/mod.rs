@@ -260,9 +260,8 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
             }
             Command::Tick => log.tick(Instant::now()),
             Command::Shutdown(r) => {
-                let res = log.append_own(Entry::appliance(60902).with_message(
-                    "Audit daemon stopped",
-                ));
+                let res =
+                    log.append_own(Entry::appliance(60902).with_message("Audit daemon stopped"));
                 log.sync_now();
                 let _ = r.send(res);
                 // Refuse whatever raced in after the shutdown request.

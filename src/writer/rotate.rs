@@ -8,8 +8,8 @@
 //! active one and never one the syslog forwarder has not read yet.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 

@@ -34,11 +34,15 @@ fn load(
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     // Pipeline 16 at a time.
-                    let ids: Vec<String> = (0..16).map(|k| format!("r{round}-c{c}-{}", i + k)).collect();
+                    let ids: Vec<String> = (0..16)
+                        .map(|k| format!("r{round}-c{c}-{}", i + k))
+                        .collect();
                     i += 16;
                     let mut buf = String::new();
                     for id in &ids {
-                        buf.push_str(&format!("{{\"code\":20101,\"user\":\"u\",\"id\":\"{id}\"}}\n"));
+                        buf.push_str(&format!(
+                            "{{\"code\":20101,\"user\":\"u\",\"id\":\"{id}\"}}\n"
+                        ));
                     }
                     if w.write_all(buf.as_bytes()).is_err() {
                         return;
@@ -92,9 +96,17 @@ fn kill9_under_load_loses_no_acknowledged_event() {
     let acked = acked.lock().unwrap();
     assert!(acked.len() >= 2000);
     for (seq, id) in acked.iter() {
-        assert_eq!(by_seq.get(seq), Some(&1), "acked seq {seq} present exactly once");
+        assert_eq!(
+            by_seq.get(seq),
+            Some(&1),
+            "acked seq {seq} present exactly once"
+        );
         let r = recs.iter().find(|r| r.seq == *seq).unwrap();
-        assert_eq!(r.field("id"), Some(id.as_str()), "seq {seq} holds its event");
+        assert_eq!(
+            r.field("id"),
+            Some(id.as_str()),
+            "seq {seq} holds its event"
+        );
     }
     // Each id at most once in the log.
     let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -125,7 +137,11 @@ fn restart_continues_seq_and_chain() {
     assert_eq!(codes, vec![60901, 50000, 50001, 60902, 60901, 50002, 60902]);
     let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
-    assert_eq!(recs[0].field("flush"), Some("sync"), "60901 states the flush policy");
+    assert_eq!(
+        recs[0].field("flush"),
+        Some("sync"),
+        "60901 states the flush policy"
+    );
     assert_ok("verify", &d.cli(&["verify"]));
 }
 
@@ -143,7 +159,10 @@ fn torn_tail_is_cut_and_reported() {
         .unwrap();
     d.restart();
     let recs = d.records();
-    let rep = recs.iter().find(|r| r.code == 60906).expect("60906 written");
+    let rep = recs
+        .iter()
+        .find(|r| r.code == 60906)
+        .expect("60906 written");
     assert_eq!(rep.field("bytes"), Some(torn.len().to_string().as_str()));
     assert_eq!(recs.last().unwrap().code, 60901);
     assert_ok("verify", &d.cli(&["verify"]));
@@ -196,7 +215,10 @@ fn sigterm_drains_in_flight_lines() {
     for seq in &acked {
         assert!(recs.iter().any(|r| r.seq == *seq), "acked {seq} present");
     }
-    eprintln!("drain: {} acked, {refused} refused with shutting_down", acked.len());
+    eprintln!(
+        "drain: {} acked, {refused} refused with shutting_down",
+        acked.len()
+    );
 }
 
 #[test]
@@ -206,11 +228,21 @@ fn verify_names_the_first_tampered_line() {
     assert!(d.term().success());
     let p = d.active_log();
     let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("[Console|Login|50000|alice]", "[Console|Login|50000|mallory]")).unwrap();
+    std::fs::write(
+        &p,
+        text.replace(
+            "[Console|Login|50000|alice]",
+            "[Console|Login|50000|mallory]",
+        ),
+    )
+    .unwrap();
     let out = d.cli(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&out.stdout);
-    assert!(msg.contains("audit.log:2") && msg.contains("chain broken"), "{msg}");
+    assert!(
+        msg.contains("audit.log:2") && msg.contains("chain broken"),
+        "{msg}"
+    );
     // Deleting a line breaks seq continuity.
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(&p, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
@@ -224,7 +256,10 @@ fn hmac_chain_needs_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("chain.key");
     std::fs::write(&key, b"secret key material").unwrap();
-    let mut d = TestDaemon::start(&format!("[log]\nchain_key_file = {:?}\n", key.display().to_string()));
+    let mut d = TestDaemon::start(&format!(
+        "[log]\nchain_key_file = {:?}\n",
+        key.display().to_string()
+    ));
     d.send(&[ev(50000, "")]);
     assert!(d.term().success());
     assert_ok("verify with key", &d.cli(&["verify"]));

@@ -1026,6 +1026,33 @@ fn ssh_and_sudo_from_the_journal_exactly_once() {
     );
 }
 
+#[test]
+fn resumes_across_a_reboot() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut j = Journal::new(&tmp.path().join("journal"));
+    j.boot("33333333333333333333333333333333");
+    j.start("nxengine@a.service");
+    j.flush("system.journal");
+    let mut d = TestDaemon::start(&config(&j.dir, "boot", "journalctl"));
+    wait_d(&d, "the first record", LONG, || {
+        engine_records(&d).len() == 1
+    });
+    d.kill9();
+    // The appliance shuts down (the Engine stops) and boots again while
+    // the daemon is not running.
+    j.stop("nxengine@a.service");
+    j.noise(3);
+    j.boot("44444444444444444444444444444444");
+    j.noise(3);
+    j.start("nxengine@a.service");
+    j.flush("system.journal");
+    d.restart();
+    settle(&d, &mut j, "system.journal");
+}
+
 /// Builds `unrelated` entries (every `systemd_every`-th one from systemd
 /// about another unit, which journalctl's `_PID=1` match lets through; the
 /// rest from other processes, which it filters out) with a few Engine

@@ -62,7 +62,9 @@ fn compressed_all(d: &TestDaemon) -> bool {
 
 #[test]
 fn rotation_under_64_client_load_keeps_every_record_once() {
-    let d = TestDaemon::start("[log]\nrotate_size = \"64KiB\"\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n");
+    let d = TestDaemon::start(
+        "[log]\nrotate_size = \"64KiB\"\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n",
+    );
     let acked = std::thread::scope(|s| {
         let h = s.spawn(|| load(&d, 64, 100, "rot"));
         // Explicit rotations too, while the load runs.
@@ -73,7 +75,11 @@ fn rotation_under_64_client_load_keeps_every_record_once() {
         h.join().unwrap()
     });
     assert_eq!(acked.len(), 6400);
-    wait_for("compression of rotated files", Duration::from_secs(60), || compressed_all(&d));
+    wait_for(
+        "compression of rotated files",
+        Duration::from_secs(60),
+        || compressed_all(&d),
+    );
     let files = logset::list(&d.log_dir()).unwrap();
     // Size rotation happens between group commits, so big batches make
     // fewer, larger files; the point is that it happened under load.
@@ -81,10 +87,26 @@ fn rotation_under_64_client_load_keeps_every_record_once() {
     assert_exactly_once(&d, &acked);
     // Each file after the first starts with 60903 naming its predecessor.
     for w in files.windows(2) {
-        let first = read_records_of(&w[1]).into_iter().next().expect("non-empty file");
-        assert_eq!(first.code, 60903, "{} starts with 60903", w[1].path.display());
-        let prev_name = w[0].path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(prev_name.starts_with(first.field("previous").unwrap()), "{prev_name}");
+        let first = read_records_of(&w[1])
+            .into_iter()
+            .next()
+            .expect("non-empty file");
+        assert_eq!(
+            first.code,
+            60903,
+            "{} starts with 60903",
+            w[1].path.display()
+        );
+        let prev_name = w[0]
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            prev_name.starts_with(first.field("previous").unwrap()),
+            "{prev_name}"
+        );
     }
     let out = d.cli(&["verify"]);
     assert_ok("verify over compressed files", &out);
@@ -102,14 +124,19 @@ fn gzip_compression_is_read_back() {
     d.send(&[ev(50000, "")]);
     assert_ok("rotate", &d.cli(&["rotate"]));
     wait_for("gzip file", Duration::from_secs(30), || {
-        logset::list(&d.log_dir()).unwrap().iter().any(|f| f.compression == Compression::Gzip)
+        logset::list(&d.log_dir())
+            .unwrap()
+            .iter()
+            .any(|f| f.compression == Compression::Gzip)
     });
     assert_ok("verify", &d.cli(&["verify"]));
 }
 
 #[test]
 fn kill9_during_rotation_and_compression() {
-    let mut d = TestDaemon::start("[log]\nrotate_size = \"8KiB\"\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n");
+    let mut d = TestDaemon::start(
+        "[log]\nrotate_size = \"8KiB\"\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n",
+    );
     let mut acked = HashMap::new();
     for round in 0..8 {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -119,14 +146,20 @@ fn kill9_during_rotation_and_compression() {
             let stop = stop.clone();
             let got = got.clone();
             std::thread::spawn(move || {
-                let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else { return };
+                let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else {
+                    return;
+                };
                 let mut w = s.try_clone().unwrap();
                 let mut r = BufReader::new(s);
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let id = format!("k{round}-{i}");
                     i += 1;
-                    if w.write_all(format!("{}\n", ev(20101, &format!("\"id\":\"{id}\""))).as_bytes()).is_err() {
+                    if w.write_all(
+                        format!("{}\n", ev(20101, &format!("\"id\":\"{id}\""))).as_bytes(),
+                    )
+                    .is_err()
+                    {
                         return;
                     }
                     let mut line = String::new();
@@ -143,7 +176,9 @@ fn kill9_during_rotation_and_compression() {
         };
         // Kill at a different point of each round: after more and more acks.
         let target = 20 + round * 37;
-        wait_for("acks", Duration::from_secs(30), || got.lock().unwrap().len() >= target);
+        wait_for("acks", Duration::from_secs(30), || {
+            got.lock().unwrap().len() >= target
+        });
         for _ in 0..round % 3 {
             d.signal(Signal::SIGUSR1);
         }
@@ -153,7 +188,9 @@ fn kill9_during_rotation_and_compression() {
         acked.extend(got.lock().unwrap().drain());
         d.restart();
     }
-    wait_for("compression settles", Duration::from_secs(60), || compressed_all(&d));
+    wait_for("compression settles", Duration::from_secs(60), || {
+        compressed_all(&d)
+    });
     assert!(d.term().success());
     assert_exactly_once(&d, &acked);
     assert_ok("verify", &d.cli(&["verify"]));
@@ -173,10 +210,14 @@ fn retention_keeps_newest_and_active_files() {
         load(&d, 1, 20, &format!("ret{i}"));
         assert_ok("rotate", &d.cli(&["rotate"]));
     }
-    wait_for("retention to 3 rotated files", Duration::from_secs(30), || {
-        let fs = logset::list(&d.log_dir()).unwrap();
-        fs.iter().filter(|f| !f.active).count() == 3 && compressed_all(&d)
-    });
+    wait_for(
+        "retention to 3 rotated files",
+        Duration::from_secs(30),
+        || {
+            let fs = logset::list(&d.log_dir()).unwrap();
+            fs.iter().filter(|f| !f.active).count() == 3 && compressed_all(&d)
+        },
+    );
     let fs = logset::list(&d.log_dir()).unwrap();
     assert!(fs.last().unwrap().active, "the active file is kept");
     // The newest ones were kept: the verify anchors on the oldest kept file.
@@ -203,11 +244,23 @@ fn retention_never_deletes_unforwarded_files() {
         load(&d, 1, 20, &format!("fwd{i}"));
         assert_ok("rotate", &d.cli(&["rotate"]));
     }
-    wait_for("compression", Duration::from_secs(30), || compressed_all(&d));
-    let rotated = logset::list(&d.log_dir()).unwrap().into_iter().filter(|f| !f.active).count();
-    assert!(rotated > 1, "max_files = 1 but unforwarded files are kept ({rotated})");
+    wait_for("compression", Duration::from_secs(30), || {
+        compressed_all(&d)
+    });
+    let rotated = logset::list(&d.log_dir())
+        .unwrap()
+        .into_iter()
+        .filter(|f| !f.active)
+        .count();
+    assert!(
+        rotated > 1,
+        "max_files = 1 but unforwarded files are kept ({rotated})"
+    );
     let recs = d.records();
-    assert_eq!(recs[0].seq, 1, "nothing after the forwarder's position was deleted");
+    assert_eq!(
+        recs[0].seq, 1,
+        "nothing after the forwarder's position was deleted"
+    );
 }
 
 #[test]
@@ -215,16 +268,26 @@ fn sighup_reloads_or_keeps_the_old_config() {
     let d = TestDaemon::start("[log]\nmax_files = 30\n");
     d.write_config("[log]\nmax_files = 5\nstrict_codes = true\n");
     d.signal(Signal::SIGHUP);
-    wait_for("60904", Duration::from_secs(10), || d.records().iter().any(|r| r.code == 60904));
+    wait_for("60904", Duration::from_secs(10), || {
+        d.records().iter().any(|r| r.code == 60904)
+    });
     let rec = d.records().into_iter().find(|r| r.code == 60904).unwrap();
     let changed = rec.field("changed").unwrap();
-    assert!(changed.contains("max_files") && changed.contains("strict_codes"), "{changed}");
+    assert!(
+        changed.contains("max_files") && changed.contains("strict_codes"),
+        "{changed}"
+    );
     // strict_codes is live now.
-    assert_eq!(d.send(&[ev(50999, "")])[0].error, Some(nxaudit::protocol::ErrorKind::UnknownCode));
+    assert_eq!(
+        d.send(&[ev(50999, "")])[0].error,
+        Some(nxaudit::protocol::ErrorKind::UnknownCode)
+    );
     // An invalid file is refused, logged with the key, and changes nothing.
     d.write_config("[log]\nmax_filez = 1\n");
     d.signal(Signal::SIGHUP);
-    wait_for("reload refusal logged", Duration::from_secs(10), || d.stderr().contains("max_filez"));
+    wait_for("reload refusal logged", Duration::from_secs(10), || {
+        d.stderr().contains("max_filez")
+    });
     assert_eq!(d.records().iter().filter(|r| r.code == 60904).count(), 1);
     assert!(d.send(&[ev(50000, "")])[0].ok, "still serving");
 }
@@ -235,8 +298,14 @@ fn socket_activation_through_listen_fds() {
     let sock = dir.path().join("audit.sock");
     let cfg = dir.path().join("nxauditd.toml");
     std::fs::write(&cfg, test_config("")).unwrap();
-    if Command::new("systemd-socket-activate").arg("--help").output().is_err() {
-        eprintln!("SKIP socket_activation_through_listen_fds: systemd-socket-activate not installed");
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIP socket_activation_through_listen_fds: systemd-socket-activate not installed"
+        );
         return;
     }
     let mut child = Command::new("systemd-socket-activate")
@@ -257,16 +326,24 @@ fn socket_activation_through_listen_fds() {
     let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut w = s.try_clone().unwrap();
-    w.write_all(format!("{}\n", ev(50000, "")).as_bytes()).unwrap();
+    w.write_all(format!("{}\n", ev(50000, "")).as_bytes())
+        .unwrap();
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).unwrap();
     assert!(line.contains("\"ok\":true"), "{line}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
     let st = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("using the socket passed by systemd"), "{err}");
-    assert!(sock.exists(), "the daemon leaves a socket it did not create");
+    assert!(
+        sock.exists(),
+        "the daemon leaves a socket it did not create"
+    );
     assert!(st.success(), "{st}: {err}");
 }
 
@@ -389,7 +466,10 @@ fn disk_full_refuses_then_recovers_with_60905() {
     while refused < 50 {
         let id = format!("full-{i}");
         i += 1;
-        let r = d.send(&[ev(20101, &format!("\"id\":\"{id}\",\"message\":\"{}\"", "p".repeat(300)))]);
+        let r = d.send(&[ev(
+            20101,
+            &format!("\"id\":\"{id}\",\"message\":\"{}\"", "p".repeat(300)),
+        )]);
         match (r[0].ok, r[0].error) {
             (true, _) => {
                 acked.insert(r[0].seq.unwrap(), id);

@@ -252,7 +252,11 @@ fn units_and_tmpfiles_agree_with_the_config_defaults() {
         .filter(|l| l.starts_with("Listen"))
         .map(|l| l.split_once('=').map_or(l, |(k, _)| k.trim()))
         .collect();
-    assert_eq!(listens, ["ListenStream", "ListenDatagram"], "nxauditd.socket");
+    assert_eq!(
+        listens,
+        ["ListenStream", "ListenDatagram"],
+        "nxauditd.socket"
+    );
     let run_dir = Path::new("/run").join(unit_value("nxauditd.service", "RuntimeDirectory"));
     assert_eq!(c.socket.parent(), Some(run_dir.as_path()));
     assert_eq!(c.syslog_socket.parent(), Some(run_dir.as_path()));
@@ -611,7 +615,9 @@ fn postinst_starts_the_units_then_restarts_a_running_rsyslog() {
         pos("deb-systemd-invoke stop nxauditd.service nxauditd.socket")
             < pos("deb-systemd-invoke start nxauditd.socket nxauditd.service")
     );
-    assert!(pos("deb-systemd-invoke start nxauditd.socket nxauditd.service") < pos(RESTART_RSYSLOG));
+    assert!(
+        pos("deb-systemd-invoke start nxauditd.socket nxauditd.service") < pos(RESTART_RSYSLOG)
+    );
     assert!(
         !calls
             .iter()

@@ -96,7 +96,10 @@ fn pipelining_10000_lines_replies_in_order() {
         .filter(|r| r.code == 50000)
         .map(|r| r.account)
         .collect();
-    let want: Vec<String> = (0..10_000).filter(|i| i % 97 != 0).map(|i| format!("u{i}")).collect();
+    let want: Vec<String> = (0..10_000)
+        .filter(|i| i % 97 != 0)
+        .map(|i| format!("u{i}"))
+        .collect();
     assert_eq!(users, want);
 }
 
@@ -114,12 +117,18 @@ fn sixty_four_concurrent_connections() {
                         .collect();
                     let r = d.send(&lines);
                     let seqs: Vec<u64> = r.iter().map(|r| r.seq.expect("acked")).collect();
-                    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order per connection");
+                    assert!(
+                        seqs.windows(2).all(|w| w[0] < w[1]),
+                        "in order per connection"
+                    );
                     seqs
                 })
             })
             .collect();
-        let mut all: Vec<u64> = hs.into_iter().flat_map(|h| h.join().expect("client")).collect();
+        let mut all: Vec<u64> = hs
+            .into_iter()
+            .flat_map(|h| h.join().expect("client"))
+            .collect();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 64 * per);
@@ -136,7 +145,11 @@ fn duplicate_id_is_acknowledged_once() {
     let r2 = d.send(&[line.clone(), line]);
     assert_eq!(r1[0].seq, r2[0].seq);
     assert_eq!(r1[0].seq, r2[1].seq);
-    let n = d.records().iter().filter(|r| r.field("id") == Some("k-1")).count();
+    let n = d
+        .records()
+        .iter()
+        .filter(|r| r.field("id") == Some("k-1"))
+        .count();
     assert_eq!(n, 1);
 }
 
@@ -177,7 +190,11 @@ fn connection_cap_answers_overloaded() {
     r.read_line(&mut l).unwrap();
     assert!(l.contains("overloaded"), "{l}");
     let mut rest = String::new();
-    assert_eq!(r.read_to_string(&mut rest).unwrap(), 0, "closed after overloaded");
+    assert_eq!(
+        r.read_to_string(&mut rest).unwrap(),
+        0,
+        "closed after overloaded"
+    );
     drop(held);
 }
 
@@ -212,23 +229,40 @@ fn peer_credentials_are_recorded_and_acl_enforced() {
             .gid(65534)
             .stdin(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
         child.wait().unwrap()
     };
     assert!(run_as_nobody(&ev(20101, r#""user":"p""#)).success());
     assert_eq!(run_as_nobody(&ev(50000, r#""user":"w""#)).code(), Some(1));
     let recs = d.records();
-    let p = recs.iter().find(|r| r.code == 20101).expect("portal record");
+    let p = recs
+        .iter()
+        .find(|r| r.code == 20101)
+        .expect("portal record");
     assert_eq!((p.uid, p.gid), (65534, 65534));
     assert!(p.pid > 0);
-    assert!(!recs.iter().any(|r| r.code == 50000), "forbidden event was not written");
+    assert!(
+        !recs.iter().any(|r| r.code == 50000),
+        "forbidden event was not written"
+    );
 }
 
 #[test]
 fn cli_send_from_flags_and_stdin() {
     let d = TestDaemon::start("");
     let out = d.cli(&[
-        "send", "--code", "20206", "--user", "alice", "--detail", "name=Auditors",
+        "send",
+        "--code",
+        "20206",
+        "--user",
+        "alice",
+        "--detail",
+        "name=Auditors",
     ]);
     assert_ok("send", &out);
     let out = d.cli_stdin(&["send"], b"{\"code\":50000}\nnope\n");

@@ -209,7 +209,10 @@ impl TestDaemon {
             }
             if start.elapsed() > Duration::from_secs(10) {
                 let _ = c.kill();
-                panic!("nxauditd did not stop within 10 s of SIGTERM:\n{}", self.stderr());
+                panic!(
+                    "nxauditd did not stop within 10 s of SIGTERM:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -295,7 +298,9 @@ impl TestDaemon {
             let mut line = String::new();
             let got = r.read_line(&mut line).expect("read reply");
             assert!(got > 0, "connection closed after {i} of {n} replies");
-            out.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}")));
+            out.push(
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}")),
+            );
         }
         let _ = writer.join();
         out
@@ -361,10 +366,9 @@ pub fn read_records(dir: &Path) -> Vec<ParsedRecord> {
             .read_to_string(&mut text)
             .expect("read log");
         for line in text.lines() {
-            out.push(
-                nxaudit::record::parse_line(line)
-                    .unwrap_or_else(|e| panic!("unparsable line in {}: {e}\n{line}", f.path.display())),
-            );
+            out.push(nxaudit::record::parse_line(line).unwrap_or_else(|e| {
+                panic!("unparsable line in {}: {e}\n{line}", f.path.display())
+            }));
         }
     }
     out
