@@ -136,11 +136,13 @@ pub async fn run(
         connections.clone(),
     ));
 
+    let (reload_tx, reloaded) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
     let ctx = SourceContext {
         config: Arc::new(cfg.clone()),
         writer: writer.clone(),
         shutdown: shutdown.clone(),
         status: registry.clone(),
+        reloaded,
     };
     let sources = TaskTracker::new();
     spawn_sources(&cfg, &ctx, &sources);
@@ -184,6 +186,7 @@ pub async fn run(
                             Err(e) => warn!(error = %e, "reload record not written"),
                         }
                         registry.set("reload", serde_json::json!({"ok": true}));
+                        reload_tx.send_replace(Arc::new(new.clone()));
                         cfg = new;
                     }
                     Err(e) => {

@@ -704,7 +704,7 @@ impl Status {
 }
 
 /// Runs the forwarder until shutdown.
-pub async fn run(ctx: SourceContext) {
+pub async fn run(mut ctx: SourceContext) {
     let cfg = ctx.config.clone();
     let mut shutdown = ctx.shutdown.clone();
     let state_dir = cfg.state_dir.clone();
@@ -762,7 +762,7 @@ pub async fn run(ctx: SourceContext) {
     info!(position = pos, fresh, target = %st.target, "forwarder starting");
     st.position = pos;
 
-    let filter = Filter::new(&cfg.forward);
+    let mut filter = Filter::new(&cfg.forward);
     let procid = std::process::id();
     let sync = cfg.log.flush != FlushPolicy::None;
     let mut follower = Some(LogFollower::new(cfg.log_dir.clone(), pos + 1, sync));
@@ -774,6 +774,10 @@ pub async fn run(ctx: SourceContext) {
     'run: loop {
         if shutdown.is_shutdown() {
             break;
+        }
+        if let Some(new) = ctx.take_reload() {
+            filter = Filter::new(&new.forward);
+            info!("forwarder: filters reloaded");
         }
         let f = match follower.take() {
             Some(f) => f,
@@ -1165,12 +1169,8 @@ mod tests {
         };
         let (trigger, shutdown) = ShutdownTrigger::new();
         let reg = Registry::new();
-        let ctx = SourceContext {
-            config: Arc::new(cfg.clone()),
-            writer: writer.clone(),
-            shutdown,
-            status: reg.clone(),
-        };
+        let ctx =
+            SourceContext::fixed(Arc::new(cfg.clone()), writer.clone(), shutdown, reg.clone());
         let task = tokio::spawn(run(ctx));
         let st = || {
             reg.snapshot()

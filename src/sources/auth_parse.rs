@@ -214,6 +214,11 @@ impl AuthClassifier {
         self.stats
     }
 
+    /// Replaces the accounts filter (SIGHUP).
+    pub fn set_accounts(&mut self, accounts: Vec<String>) {
+        self.accounts = accounts;
+    }
+
     /// Classifies one message of `program` (syslog tag or journal
     /// `SYSLOG_IDENTIFIER`) from process `pid`. `None` for other programs,
     /// for lines that record nothing (duplicates, noise), for accounts left

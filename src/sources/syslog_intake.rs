@@ -97,6 +97,7 @@ struct Intake {
 /// socket cannot be bound it retries with back-off (the status says why).
 pub async fn run(ctx: SourceContext) {
     let mut shutdown = ctx.shutdown.clone();
+    let mut reload_ctx = ctx.clone();
     let mut intake = Intake {
         writer: ctx.writer.clone(),
         status: ctx.status.clone(),
@@ -130,7 +131,7 @@ pub async fn run(ctx: SourceContext) {
     };
     info!(socket = %intake.socket.display(), inherited = intake.inherited, "syslog intake listening");
     intake.publish("listening");
-    intake.serve(&sock, &mut shutdown).await;
+    intake.serve(&sock, &mut shutdown, &mut reload_ctx).await;
     drop(sock);
     if !intake.inherited {
         let _ = std::fs::remove_file(&intake.socket);
@@ -139,7 +140,12 @@ pub async fn run(ctx: SourceContext) {
 }
 
 impl Intake {
-    async fn serve(&mut self, sock: &UnixDatagram, shutdown: &mut Shutdown) {
+    async fn serve(
+        &mut self,
+        sock: &UnixDatagram,
+        shutdown: &mut Shutdown,
+        ctx: &mut SourceContext,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,6 +174,10 @@ impl Intake {
                     }
                 },
                 _ = tick.tick() => {
+                    if let Some(new) = ctx.take_reload() {
+                        self.classifier.set_accounts(new.auth.accounts.clone());
+                        info!("syslog intake: accounts filter reloaded");
+                    }
                     if dirty {
                         self.publish("listening");
                         dirty = false;
@@ -429,12 +439,8 @@ mod tests {
         let (writer, _rec, thread) = crate::writer::start(&cfg).unwrap();
         let (trigger, shutdown) = ShutdownTrigger::new();
         let reg = Registry::new();
-        let ctx = SourceContext {
-            config: Arc::new(cfg.clone()),
-            writer: writer.clone(),
-            shutdown,
-            status: reg.clone(),
-        };
+        let ctx =
+            SourceContext::fixed(Arc::new(cfg.clone()), writer.clone(), shutdown, reg.clone());
         // A stale socket file from a crashed run is replaced.
         std::os::unix::net::UnixDatagram::bind(&cfg.syslog_socket).unwrap();
         let task = tokio::spawn(run(ctx));

@@ -201,21 +201,7 @@ impl TestDaemon {
     /// SIGTERM and wait (at most 10 s) for the exit status.
     pub fn term(&mut self) -> ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
-        let mut c = self.child.take().expect("running");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = c.kill();
-                panic!(
-                    "nxauditd did not stop within 10 s of SIGTERM:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.term_reap()
     }
 
     /// Waits (at most 10 s) for an exit already requested by a signal.
