@@ -525,13 +525,13 @@ fn assert_exactly_once(d: &TestDaemon, expect: &[Expect]) {
 /// is coming by appending a sentinel and waiting for it.
 fn settle(d: &TestDaemon, j: &mut Journal, file: &str) {
     let want = j.expect.len();
-    wait_d(&d, &format!("{want} Engine records"), LONG, || {
+    wait_d(d, &format!("{want} Engine records"), LONG, || {
         engine_records(d).len() >= want
     });
     j.start("nxengine@sentinel.service");
     j.flush(file);
     let want = j.expect.len();
-    wait_d(&d, "the sentinel record", LONG, || {
+    wait_d(d, "the sentinel record", LONG, || {
         engine_records(d).iter().any(|r| {
             r.field("unit") == Some("nxengine@sentinel.service")
                 && as_expect(r) == j.expect[want - 1]

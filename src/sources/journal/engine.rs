@@ -252,7 +252,9 @@ mod tests {
         JournalEntry::parse(m.to_string().as_bytes()).unwrap()
     }
 
-    fn run(fields: serde_json::Value) -> Result<(u32, Vec<(String, String)>), &'static str> {
+    type Outcome = Result<(u32, Vec<(String, String)>), &'static str>;
+
+    fn run(fields: serde_json::Value) -> Outcome {
         let mut c = EngineClassifier::new(&["nxengine@*.service".into()]).unwrap();
         match c.classify(&entry(fields)) {
             Verdict::Record(r) => {

@@ -480,8 +480,8 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         Ok(out
             .stdout
             .split(|b| *b == b'\n')
-            .filter_map(|l| JournalEntry::parse(l).ok())
-            .last()
+            .rev()
+            .find_map(|l| JournalEntry::parse(l).ok())
             .map(|e| e.cursor().clone()))
     }
 
