@@ -1053,6 +1053,33 @@ fn resumes_across_a_reboot() {
     settle(&d, &mut j, "system.journal");
 }
 
+#[test]
+fn sighup_changes_the_units_followed() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut j = Journal::new(&tmp.path().join("journal"));
+    j.start("nxengine@a.service");
+    j.start("nxengine@b.service");
+    j.pending_expect.pop(); // b is not followed yet
+    j.flush("system.journal");
+    let only_a = format!(
+        "{}units = [\"nxengine@a.service\"]\n",
+        config(&j.dir, "all", "journalctl")
+    );
+    let d = TestDaemon::start(&only_a);
+    wait_d(&d, "a's record", LONG, || engine_records(&d).len() == 1);
+    d.write_config(&config(&j.dir, "all", "journalctl"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_d(&d, "the reload record", LONG, || {
+        complete_records(&d).iter().any(|r| r.code == 60904)
+    });
+    j.start("nxengine@b.service");
+    j.flush("system.journal");
+    settle(&d, &mut j, "system.journal");
+}
+
 /// Builds `unrelated` entries (every `systemd_every`-th one from systemd
 /// about another unit, which journalctl's `_PID=1` match lets through; the
 /// rest from other processes, which it filters out) with a few Engine

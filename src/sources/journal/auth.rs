@@ -10,7 +10,7 @@
 
 use super::entry::JournalEntry;
 use super::follower::{Classifier, Verdict};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, Config};
 use crate::sources::auth_parse::AuthClassifier;
 
 /// Programs whose messages are read (OpenSSH ≥ 9.8 logs as `sshd-session`).
@@ -40,6 +40,10 @@ impl Classifier for AuthJournalClassifier {
         m.push("+".into());
         m.extend(PROGRAMS.iter().map(|p| format!("_COMM={p}")));
         m
+    }
+
+    fn reload(&mut self, config: &Config) {
+        self.inner.set_accounts(config.auth.accounts.clone());
     }
 
     fn classify(&mut self, e: &JournalEntry) -> Verdict {

@@ -45,6 +45,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use super::entry::JournalEntry;
 use super::follower::{Classifier, Verdict};
 use super::JournalError;
+use crate::config::Config;
 use crate::record::Entry;
 
 /// `MESSAGE_ID` of a start job finished successfully.
@@ -183,6 +184,15 @@ impl Classifier for EngineClassifier {
         // the unit itself is done here, with globs, because journalctl's
         // `-u` expands globs only once, at start, against known units.
         vec!["_PID=1".to_string()]
+    }
+
+    fn reload(&mut self, config: &Config) {
+        match EngineClassifier::new(&config.journal.units) {
+            Ok(c) => *self = c,
+            // Config validation happens before a reload is accepted; keep
+            // the working filter if a pattern still does not compile.
+            Err(e) => tracing::warn!(error = %e, "journal units not reloaded"),
+        }
     }
 
     fn classify(&mut self, e: &JournalEntry) -> Verdict {
@@ -436,6 +446,19 @@ mod tests {
                 .map(|r| r.0),
             Ok(60202)
         );
+    }
+
+    #[test]
+    fn reload_replaces_the_unit_globs_and_keeps_them_when_invalid() {
+        let mut c = EngineClassifier::new(&["nxengine@*.service".into()]).unwrap();
+        let mut cfg = Config::default();
+        cfg.journal.units = vec!["engine-*.service".into()];
+        c.reload(&cfg);
+        assert!(c.matches_unit("engine-1.service"));
+        assert!(!c.matches_unit("nxengine@a.service"));
+        cfg.journal.units = vec!["[".into()];
+        c.reload(&cfg);
+        assert!(c.matches_unit("engine-1.service"));
     }
 
     #[test]

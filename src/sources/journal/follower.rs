@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use super::cursor::{self, CursorStore, JournalCursor, Position};
 use super::entry::{JournalEntry, Line, LineReader, MAX_LINE};
@@ -88,6 +89,9 @@ pub trait Classifier: Send + 'static {
     fn journal_matches(&self) -> Vec<String>;
     /// Classifies one entry.
     fn classify(&mut self, entry: &JournalEntry) -> Verdict;
+    /// Takes what can change live from a reloaded configuration (SIGHUP):
+    /// filters, not the journalctl command line.
+    fn reload(&mut self, _config: &Config) {}
 }
 
 /// Where records go: the writer, or a test double.
@@ -305,6 +309,7 @@ pub struct Follower<C, S> {
     last_publish: Instant,
     mode: &'static str,
     machine_id: Option<String>,
+    reloaded: Option<watch::Receiver<Arc<Config>>>,
 }
 
 impl<C: Classifier, S: RecordSink> Follower<C, S> {
@@ -335,7 +340,15 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             last_publish: Instant::now(),
             mode,
             machine_id,
+            reloaded: None,
         }
+    }
+
+    /// Applies each configuration reloaded by SIGHUP to the classifier,
+    /// from the next entry on.
+    pub fn with_reload(mut self, reloaded: watch::Receiver<Arc<Config>>) -> Self {
+        self.reloaded = Some(reloaded);
+        self
     }
 
     /// Runs until `shutdown` fires.
@@ -680,6 +693,17 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             self.stats.array_fields += 1;
         }
         self.stats.last_entry_time = entry.time_rfc3339();
+        if let Some(rx) = self.reloaded.as_mut() {
+            // A closed channel (no reloads possible) is not a change.
+            if rx.has_changed().unwrap_or(false) {
+                let cfg = rx.borrow_and_update().clone();
+                self.classifier.reload(&cfg);
+                tracing::info!(
+                    section = self.spec.section,
+                    "journal follower filters reloaded"
+                );
+            }
+        }
         let other_machine = match (&self.machine_id, entry.field("_MACHINE_ID")) {
             (Some(ours), Some(theirs)) => *ours != theirs,
             _ => false,
@@ -1206,6 +1230,60 @@ mod tests {
         assert_eq!(s["restarts"], 0, "{s}");
         assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
         assert_eq!(sink.recs.lock().unwrap().len(), 3);
+    }
+
+    /// Records entries whose MESSAGE equals the first configured unit.
+    struct ByUnit(String);
+
+    impl Classifier for ByUnit {
+        fn journal_matches(&self) -> Vec<String> {
+            vec![]
+        }
+        fn classify(&mut self, e: &JournalEntry) -> Verdict {
+            match e.field("MESSAGE") {
+                Some(m) if m == self.0 => Verdict::Record(Box::new(Entry::appliance(60201))),
+                _ => Verdict::Ignored("other"),
+            }
+        }
+        fn reload(&mut self, c: &Config) {
+            self.0 = c.journal.units[0].clone();
+        }
+    }
+
+    #[tokio::test]
+    async fn reloaded_filters_apply_to_the_next_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let body: Vec<String> = ["old", "new", "new"]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| line(i as u64 + 1, m))
+            .collect();
+        let jc = fake_journalctl(d.path(), &body, "exec sleep 1000");
+        let mut cfg = Config::default();
+        let (tx, rx) = watch::channel(Arc::new(cfg.clone()));
+        cfg.journal.units = vec!["new".into()];
+        tx.send(Arc::new(cfg)).unwrap();
+        let sink = MemSink::default();
+        let (trigger, shutdown) = ShutdownTrigger::new();
+        let f = Follower::new(
+            spec(d.path(), jc),
+            ByUnit("old".into()),
+            sink.clone(),
+            Registry::new(),
+        )
+        .with_reload(rx);
+        let task = tokio::spawn(f.run(shutdown));
+        wait_until("records", || sink.recs.lock().unwrap().len() == 2).await;
+        trigger.fire();
+        task.await.unwrap();
+        let cursors: Vec<_> = sink
+            .recs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.get_field("cursor").unwrap().to_string())
+            .collect();
+        assert_eq!(cursors, [cur(2), cur(3)]);
     }
 
     #[test]
