@@ -1080,6 +1080,46 @@ fn sighup_changes_the_units_followed() {
     settle(&d, &mut j, "system.journal");
 }
 
+#[test]
+fn exactly_once_with_a_json_log() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut j = Journal::new(&tmp.path().join("journal"));
+    j.start("nxengine@a.service");
+    j.flush("system.journal");
+    let cfg = format!(
+        "[log]\nformat = \"json\"\n{}",
+        config(&j.dir, "all", "journalctl")
+    );
+    let mut d = TestDaemon::start(&cfg);
+    for round in 0..4 {
+        let before = engine_records(&d).len();
+        j.restart("nxengine@a.service");
+        j.fail_start("nxengine@b.service");
+        j.flush("system.journal");
+        wait_d(&d, "a new record", LONG, || {
+            engine_records(&d).len() > before
+        });
+        d.kill9();
+        if round == 2 {
+            j.stop("nxengine@a.service");
+            j.flush("system.journal");
+        }
+        d.restart();
+    }
+    settle(&d, &mut j, "system.journal");
+    assert!(std::fs::read_to_string(d.active_log())
+        .expect("log")
+        .starts_with('{'));
+    let log = d.stderr();
+    assert!(
+        log.contains("resumes from the audit log, newer than the cursor file"),
+        "the JSON log's cursor= was never the newer one:\n{log}"
+    );
+}
+
 /// Builds `unrelated` entries (every `systemd_every`-th one from systemd
 /// about another unit, which journalctl's `_PID=1` match lets through; the
 /// rest from other processes, which it filters out) with a few Engine
