@@ -70,13 +70,13 @@ pub fn status_file(state_dir: &Path) -> PathBuf {
     state_dir.join("status.json")
 }
 
-/// Writes `data` to `path` atomically (temp, fsync, rename).
+/// Writes `data` to `path` atomically (temp, rename), so readers never see
+/// a half-written file. No fsync: the pid and status files are rebuilt at
+/// every start, and an fsync here would stall whoever calls it for as long
+/// as the filesystem's journal commit takes.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
+    std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -308,7 +308,10 @@ async fn periodic(
         doc.insert("listener".into(), shared.stats.to_json());
         let body = serde_json::Value::Object(doc);
         if let Ok(text) = serde_json::to_vec_pretty(&body) {
-            if let Err(e) = write_atomic(&status_file(&cfg.state_dir), &text) {
+            // Off the reactor: file I/O can block for milliseconds.
+            let path = status_file(&cfg.state_dir);
+            let res = tokio::task::spawn_blocking(move || write_atomic(&path, &text)).await;
+            if let Ok(Err(e)) = res {
                 warn!(error = %e, "cannot write status file");
             }
         }

@@ -99,6 +99,69 @@ pub struct Disk {
     pub fsync_per_s: f64,
 }
 
+/// Latency of the ideal group commit on the raw disk at the same offered
+/// load: a paced producer queues events, one thread writes everything
+/// queued and fdatasyncs once, and each event's latency runs from arrival
+/// to the end of that sync. Disk stalls hit this baseline exactly as they
+/// hit the daemon, so the ratio of the two isolates the daemon's cost.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RawGroupCommit {
+    /// Median latency, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+}
+
+fn raw_group_commit(dir: &Path, rate: f64, n: u64, size: usize) -> anyhow::Result<RawGroupCommit> {
+    use std::sync::mpsc;
+    let p = dir.join("disk-probe-gc");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .context("create group-commit probe")?;
+    let (tx, rx) = mpsc::channel::<Instant>();
+    let producer = std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..n {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if tx.send(Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    let line = vec![b'x'; size];
+    let mut lat: Vec<u32> = Vec::with_capacity(n as usize);
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.clear();
+        batch.push(first);
+        batch.extend(rx.try_iter());
+        for _ in &batch {
+            f.write_all(&line)?;
+        }
+        f.sync_data()?;
+        for t in &batch {
+            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    let _ = producer.join();
+    drop(f);
+    let _ = std::fs::remove_file(&p);
+    lat.sort_unstable();
+    Ok(RawGroupCommit {
+        p50_us: pct(&lat, 0.5),
+        p99_us: pct(&lat, 0.99),
+        p999_us: pct(&lat, 0.999),
+    })
+}
+
 fn measure_disk(dir: &Path) -> anyhow::Result<Disk> {
     let p = dir.join("disk-probe");
     let mut f = std::fs::File::create(&p).context("create disk probe")?;
@@ -351,6 +414,15 @@ fn run_one(
 pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let disk = measure_disk(&parent)?;
+    let raw = match args.rate {
+        Some(rate) => Some(raw_group_commit(
+            &parent,
+            rate as f64,
+            args.events,
+            args.size,
+        )?),
+        None => None,
+    };
     let mut runs = Vec::new();
     if args.compare_rotation {
         runs.push(run_one(args, &parent, "no-rotation", None)?);
@@ -361,7 +433,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": disk, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
+            serde_json::json!({"disk": disk, "raw_group_commit": raw, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
         );
         return Ok(0);
     }
@@ -394,6 +466,20 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             r.p99_us as f64 / disk.fsync_us.max(1.0),
             r.p99_us as f64 / disk.fsync_p99_us.max(1.0)
         );
+    }
+    if let Some(raw) = &raw {
+        println!(
+            "raw group commit on this disk at the same offered load: p50 {} us, p99 {} us, p999 {} us",
+            raw.p50_us, raw.p99_us, raw.p999_us
+        );
+        for r in &runs {
+            println!(
+                "  {}: ack p99 = {:.2}x the raw group-commit p99; p50 = {:.2}x",
+                r.label,
+                r.p99_us as f64 / raw.p99_us.max(1) as f64,
+                r.p50_us as f64 / raw.p50_us.max(1) as f64
+            );
+        }
     }
     if runs.len() == 2 {
         println!(

@@ -115,11 +115,25 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
         while let Some(p) = qrx.recv().await {
             let reply = match p {
                 Pending::Ready(r) => r,
-                Pending::Writing(rx) => match rx.await {
-                    Ok(Ok(ack)) => Reply::ack(ack.seq),
-                    Ok(Err(e)) => Reply::refused(refusal_for(&e)),
-                    Err(_) => Reply::refused(refusal_for(&AppendError::ShuttingDown)),
-                },
+                Pending::Writing(mut rx) => {
+                    let res = match rx.try_recv() {
+                        Ok(res) => res,
+                        Err(oneshot::error::TryRecvError::Empty) => {
+                            // Send what is buffered before waiting for the
+                            // writer, or a client that keeps sending would
+                            // wait for a whole buffer of replies.
+                            if !broken && out.flush().await.is_err() {
+                                broken = true;
+                            }
+                            rx.await.unwrap_or(Err(AppendError::ShuttingDown))
+                        }
+                        Err(oneshot::error::TryRecvError::Closed) => Err(AppendError::ShuttingDown),
+                    };
+                    match res {
+                        Ok(ack) => Reply::ack(ack.seq),
+                        Err(e) => Reply::refused(refusal_for(&e)),
+                    }
+                }
             };
             if broken {
                 continue; // keep draining so the writer's answers are consumed

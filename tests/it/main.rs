@@ -8,6 +8,7 @@ mod api;
 mod catalog;
 mod corpus;
 mod durability;
+mod journal;
 mod lifecycle;
 mod packaging;
 mod protocol;

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -342,19 +342,19 @@ impl Drop for TestDaemon {
     }
 }
 
-/// Reads every record of a log dir, in file order (compressed files too).
+/// Reads every record of a log dir, in file order (compressed files too);
+/// a last line still being written is not returned.
 pub fn read_records(dir: &Path) -> Vec<ParsedRecord> {
     let mut out = Vec::new();
     for f in nxaudit::logset::list(dir).expect("list logs") {
-        let mut text = String::new();
-        nxaudit::logset::open(&f)
-            .expect("open log")
-            .read_to_string(&mut text)
-            .expect("read log");
-        for line in text.lines() {
-            out.push(nxaudit::record::parse_line(line).unwrap_or_else(|e| {
-                panic!("unparsable line in {}: {e}\n{line}", f.path.display())
-            }));
+        let reader = nxaudit::logset::open(&f).expect("open log");
+        for line in nxaudit::logset::Lines::new(reader) {
+            let line = line.expect("read log");
+            out.push(
+                nxaudit::record::parse_line(&line).unwrap_or_else(|e| {
+                    panic!("unparsable line in {}: {e}\n{line}", f.path.display())
+                }),
+            );
         }
     }
     out
