@@ -374,7 +374,7 @@ fn maintainer_scripts_are_valid_sh() {
 }
 
 /// The machine a stubbed postinst runs on.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Host {
     /// Exit code of the stub systemd-tmpfiles.
     tmpfiles_rc: i32,
@@ -388,18 +388,6 @@ struct Host {
     /// the running one (what `systemctl show -p Listen` reports before and
     /// after daemon-reload differs).
     sockets_changed: bool,
-}
-
-impl Default for Host {
-    fn default() -> Self {
-        Host {
-            tmpfiles_rc: 0,
-            systemd: false,
-            rsyslog_running: false,
-            rsyslog_restart_rc: 0,
-            sockets_changed: false,
-        }
-    }
 }
 
 /// Runs `packaging/postinst <args>` with every system tool it calls

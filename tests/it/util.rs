@@ -350,11 +350,9 @@ pub fn read_records(dir: &Path) -> Vec<ParsedRecord> {
         let reader = nxaudit::logset::open(&f).expect("open log");
         for line in nxaudit::logset::Lines::new(reader) {
             let line = line.expect("read log");
-            out.push(
-                nxaudit::record::parse_line(&line).unwrap_or_else(|e| {
-                    panic!("unparsable line in {}: {e}\n{line}", f.path.display())
-                }),
-            );
+            out.push(nxaudit::record::parse_line(&line).unwrap_or_else(|e| {
+                panic!("unparsable line in {}: {e}\n{line}", f.path.display())
+            }));
         }
     }
     out
