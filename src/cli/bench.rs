@@ -46,9 +46,12 @@ pub struct Args {
     /// Rotate every this many bytes during the run (e.g. 5MiB).
     #[arg(long)]
     pub rotate_size: Option<String>,
-    /// Run twice, without and with rotation every 5 MiB, and compare p99.
+    /// Run without and with rotation every 5 MiB, in pairs, and compare p99.
     #[arg(long)]
     pub compare_rotation: bool,
+    /// Pairs of runs for --compare-rotation.
+    #[arg(long, default_value_t = 3)]
+    pub pairs: usize,
     /// Directory for the temp dir (the disk being measured).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -425,8 +428,12 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     };
     let mut runs = Vec::new();
     if args.compare_rotation {
-        runs.push(run_one(args, &parent, "no-rotation", None)?);
-        runs.push(run_one(args, &parent, "rotate-5MiB", Some("5MiB"))?);
+        // A B A B: pairs measured side by side, so drift and the disk's
+        // occasional stalls hit both sides alike.
+        for pair in 0..args.pairs.max(1) {
+            runs.push(run_one(args, &parent, &format!("no-rotation#{pair}"), None)?);
+            runs.push(run_one(args, &parent, &format!("rotate-5MiB#{pair}"), Some("5MiB"))?);
+        }
     } else {
         runs.push(run_one(args, &parent, "run", args.rotate_size.as_deref())?);
     }
@@ -481,12 +488,25 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             );
         }
     }
-    if runs.len() == 2 {
+    if args.compare_rotation {
+        let mut ratios: Vec<f64> = runs
+            .chunks(2)
+            .filter(|p| p.len() == 2)
+            .map(|p| p[1].p99_us as f64 / p[0].p99_us.max(1) as f64)
+            .collect();
+        let tput: Vec<f64> = runs
+            .chunks(2)
+            .filter(|p| p.len() == 2)
+            .map(|p| p[1].events_per_s / p[0].events_per_s.max(1e-9))
+            .collect();
         println!(
-            "rotation every 5 MiB vs none: p99 ratio {:.2}, throughput ratio {:.2}",
-            runs[1].p99_us as f64 / runs[0].p99_us.max(1) as f64,
-            runs[1].events_per_s / runs[0].events_per_s.max(1e-9)
+            "rotation every 5 MiB vs none, pair by pair: p99 ratios {:.2?}, throughput ratios {:.2?}",
+            ratios, tput
         );
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        if let Some(m) = ratios.get(ratios.len() / 2) {
+            println!("median p99 ratio {m:.2}");
+        }
     }
     Ok(0)
 }
