@@ -431,8 +431,18 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         // A B A B: pairs measured side by side, so drift and the disk's
         // occasional stalls hit both sides alike.
         for pair in 0..args.pairs.max(1) {
-            runs.push(run_one(args, &parent, &format!("no-rotation#{pair}"), None)?);
-            runs.push(run_one(args, &parent, &format!("rotate-5MiB#{pair}"), Some("5MiB"))?);
+            runs.push(run_one(
+                args,
+                &parent,
+                &format!("no-rotation#{pair}"),
+                None,
+            )?);
+            runs.push(run_one(
+                args,
+                &parent,
+                &format!("rotate-5MiB#{pair}"),
+                Some("5MiB"),
+            )?);
         }
     } else {
         runs.push(run_one(args, &parent, "run", args.rotate_size.as_deref())?);

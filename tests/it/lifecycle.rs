@@ -495,3 +495,69 @@ fn disk_full_refuses_then_recovers_with_60905() {
     assert!(d.term().success());
     assert_ok("verify", &d.cli(&["verify"]));
 }
+
+#[test]
+fn sd_notify_ready_watchdog_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut d = TestDaemon::start_in(&dir.path().join("d"), "");
+    // Restart under a fake systemd: the harness's daemon first goes away.
+    assert!(d.term().success());
+    let mut cmd = d.command();
+    cmd.env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut got = |want: &str, seen: &mut Vec<String>| {
+        while !seen.iter().any(|m| m.contains(want)) {
+            let n = notify
+                .recv(&mut buf)
+                .expect("a notification before the timeout");
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    got("READY=1", &mut seen);
+    // Ready means the socket accepts.
+    assert!(std::os::unix::net::UnixStream::connect(d.socket()).is_ok());
+    got("WATCHDOG=1", &mut seen);
+    got("STATUS=last seq", &mut seen);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    got("STOPPING=1", &mut seen);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn rust_client_reconnects_and_retries_idempotent_events() {
+    let mut d = TestDaemon::start("");
+    let sock = d.socket();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = nxaudit::client::Client::new(&sock);
+    let ev1 = serde_json::json!({"code": 20101, "user": "a", "id": "client-1"});
+    let s1 = rt.block_on(c.send(&ev1)).unwrap();
+    // A refusal is an error with its kind.
+    let bad = rt
+        .block_on(c.send(&serde_json::json!({"code": 1})))
+        .unwrap_err();
+    assert!(bad.to_string().contains("unknown_code"), "{bad}");
+    // The daemon restarts under the client: the next event with an id is
+    // retried on a new connection, and the same id gives the same seq.
+    d.kill9();
+    d.restart();
+    let again = rt.block_on(c.send(&ev1)).unwrap();
+    assert_eq!(again, s1);
+    let ev2 = serde_json::json!({"code": 20102, "user": "a", "id": "client-2"});
+    assert!(rt.block_on(c.send(&ev2)).unwrap() > s1);
+}
