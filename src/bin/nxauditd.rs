@@ -58,8 +58,10 @@ fn init_tracing(
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("NXAUDIT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: under systemd stderr goes to the journal.
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match file {
         None => {
