@@ -451,7 +451,11 @@ fn disk_full_refuses_then_recovers_with_60905() {
         }
     }
     let _guard = Unmount(log.clone());
-    let mut d = TestDaemon::start_in(dir.path(), "[log]\nrotate_size = 0\nmin_free_bytes = 0\n");
+    // min_free_bytes: the low-space warning fires below twice this.
+    let mut d = TestDaemon::start_in(
+        dir.path(),
+        "[log]\nrotate_size = 0\nmin_free_bytes = \"256KiB\"\n",
+    );
     // Fill the tmpfs, leaving a little room.
     let filler = log.join("filler");
     {
@@ -480,6 +484,14 @@ fn disk_full_refuses_then_recovers_with_60905() {
         assert!(i < 10_000, "the disk never filled up");
     }
     assert!(d.alive(), "the daemon stays up on a full disk");
+    // The operator was warned before it happened: tracing and status.
+    wait_for("low-space warning", Duration::from_secs(10), || {
+        d.stderr().contains("low disk space")
+            && d.cli(&["status", "--json"])
+                .stdout
+                .windows(17)
+                .any(|w| w == b"\"low_space\": true")
+    });
     // Free space: the daemon writes 60905 on its own.
     std::fs::remove_file(&filler).unwrap();
     wait_for("60905 after space returns", Duration::from_secs(10), || {
