@@ -449,8 +449,12 @@ impl LogWriter {
                 }
             }
             Err(err) => {
+                let first_new_seq = saved.0;
                 (self.next_seq, self.last_h, self.last_ts) = saved;
-                let refused = results.iter().filter(|a| !a.duplicate).count() as u64;
+                // A duplicate of a record written before this batch is
+                // durable; a duplicate of one in this failed batch is not.
+                let durable = |a: &Ack| a.duplicate && a.seq < first_new_seq;
+                let refused = results.iter().filter(|a| !durable(a)).count() as u64;
                 self.refused_pending = refused_before + refused;
                 let counter = match err {
                     AppendError::DiskFull(_) => &self.stats.refused_disk_full,
@@ -459,8 +463,7 @@ impl LogWriter {
                 counter.fetch_add(refused, Ordering::Relaxed);
                 warn!(error = %err, events = refused, "batch refused");
                 for ((_, reply), ack) in batch.drain(..).zip(results) {
-                    // A duplicate's original record is already durable.
-                    let r = if ack.duplicate {
+                    let r = if durable(&ack) {
                         Ok(ack)
                     } else {
                         Err(err.clone())
@@ -586,5 +589,58 @@ impl LogWriter {
         info!(file = %target.display(), reason, "rotated");
         self.compressor.submit(target.clone());
         Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Box<Entry> {
+        let mut e = Entry::appliance(60001);
+        e.id = Some(id.to_string());
+        Box::new(e)
+    }
+
+    fn outcomes(w: &mut LogWriter, ids: &[&str]) -> Vec<Result<Ack, AppendError>> {
+        let mut rxs = Vec::new();
+        let mut batch = Vec::new();
+        for id in ids {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            batch.push((entry(id), tx));
+            rxs.push(rx);
+        }
+        w.write_batch(&mut batch);
+        rxs.into_iter()
+            .map(|mut rx| rx.try_recv().expect("answered"))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_batch_acknowledges_only_durable_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.apply_base_dir(dir.path());
+        cfg.forward.enabled = false;
+        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let first = outcomes(&mut w, &["old"]);
+        let old_seq = first[0].as_ref().unwrap().seq;
+        // /dev/full answers every write with ENOSPC: a real full disk.
+        w.file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let r = outcomes(&mut w, &["new", "new", "old"]);
+        assert!(matches!(r[0], Err(AppendError::DiskFull(_))), "{:?}", r[0]);
+        assert!(
+            matches!(r[1], Err(AppendError::DiskFull(_))),
+            "a duplicate of a refused event is refused too: {:?}",
+            r[1]
+        );
+        assert_eq!(
+            r[2],
+            Ok(Ack {
+                seq: old_seq,
+                duplicate: true
+            })
+        );
+        assert_eq!(w.refused_pending, 2);
     }
 }

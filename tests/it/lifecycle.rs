@@ -483,6 +483,21 @@ fn disk_full_refuses_then_recovers_with_60905() {
         }
         assert!(i < 10_000, "the disk never filled up");
     }
+    // The same id twice in one pipelined batch on a full disk: the second
+    // must not be acknowledged as a duplicate of the refused first.
+    let line = ev(
+        20101,
+        &format!("\"id\":\"full-dup\",\"message\":\"{}\"", "p".repeat(300)),
+    );
+    for r in d.send(&[line.clone(), line]) {
+        match (r.ok, r.error) {
+            (true, _) => {
+                acked.insert(r.seq.unwrap(), "full-dup".to_string());
+            }
+            (false, Some(nxaudit::protocol::ErrorKind::DiskFull)) => refused += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
     assert!(d.alive(), "the daemon stays up on a full disk");
     // The operator was warned before it happened: tracing and status.
     wait_for("low-space warning", Duration::from_secs(10), || {
