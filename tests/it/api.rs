@@ -6,7 +6,7 @@
 //! a generated multi-file log set (plain, zstd, gzip, active).
 //!
 //! The helpers are `pub(crate)` so `query.rs` can compare the CLI with the
-//! API on the same data.
+//! API on the same data (the log sets themselves are in `logsets.rs`).
 
 #![allow(dead_code)]
 
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use nxaudit::logset;
-use nxaudit::protocol::Component;
-use nxaudit::record::{self, seal, text_body, Chain, Entry, Format, Origin, Stamp, GENESIS};
+use nxaudit::record;
 use serde_json::{json, Value};
+
+use super::logsets::{brute, same, standard_logset, t, write_logset_regular, Rng};
 
 /// The scope the API requires.
 pub(crate) const SCOPE: &str = "service:audit-trail";
@@ -43,175 +43,6 @@ pub(crate) fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> b
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
-}
-
-// ---------------------------------------------------------------- log sets
-
-/// How a generated file is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Plain,
-    Zstd,
-    Gzip,
-}
-
-/// Deterministic pseudo-random numbers (xorshift64*).
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Writes a log set to `dir`: rotated files of `files[i].0` lines stored
-/// as `files[i].1`, then an active `audit.log` of `active` lines (with a
-/// torn tail). Timestamps start at `start` and advance by random steps
-/// (often 0, sometimes an hour). Returns every complete line in order.
-pub(crate) fn write_logset(
-    dir: &Path,
-    host: &str,
-    start: DateTime<Utc>,
-    files: &[(usize, Kind)],
-    active: usize,
-    seed: u64,
-) -> Vec<String> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut rng = Rng::new(seed);
-    let mut ts = start;
-    let mut seq = 1u64;
-    let mut prev = GENESIS.to_string();
-    let mut all = Vec::new();
-    let mut plan: Vec<(usize, Option<Kind>)> = files.iter().map(|(n, k)| (*n, Some(*k))).collect();
-    plan.push((active, None));
-    for (n, kind) in plan {
-        let file_start = ts;
-        let first_seq = seq;
-        let mut text = String::new();
-        for _ in 0..n {
-            let code = [60001u32, 20206, 10009, 50000, 60101][rng.below(5) as usize];
-            let user = ["alice", "bob", "carol", "dave"][rng.below(4) as usize];
-            let mut e = Entry::appliance(60001).with_user(user);
-            e.code = code;
-            e.component = Component::of_code(code).unwrap();
-            e.origin = Origin {
-                pid: 100,
-                uid: 998,
-                gid: 998,
-            };
-            e.client = Some(format!("10.0.0.{}", rng.below(250)));
-            let mut body = String::new();
-            text_body(&e, &Stamp { ts, host, seq }, &mut body);
-            let h = Chain::sha256().next(&prev, &body);
-            let line = seal(Format::Text, &body, &h);
-            prev = h;
-            text.push_str(&line);
-            text.push('\n');
-            all.push(line);
-            seq += 1;
-            let step = match rng.below(10) {
-                0..=2 => 0,
-                3 => 3600 + rng.below(600) as i64,
-                _ => rng.below(240) as i64,
-            };
-            ts += chrono::Duration::seconds(step)
-                + chrono::Duration::microseconds(rng.below(1_000_000) as i64);
-        }
-        let Some(kind) = kind else {
-            text.push_str("2099-01-01T00:00:00.000000Z torn line being written");
-            std::fs::write(dir.join("audit.log"), text).unwrap();
-            continue;
-        };
-        let name = logset::rotated_name(file_start, first_seq);
-        match kind {
-            Kind::Plain => std::fs::write(dir.join(name), text).unwrap(),
-            Kind::Zstd => std::fs::write(
-                dir.join(format!("{name}.zst")),
-                zstd::encode_all(text.as_bytes(), 3).unwrap(),
-            )
-            .unwrap(),
-            Kind::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                enc.write_all(text.as_bytes()).unwrap();
-                std::fs::write(dir.join(format!("{name}.gz")), enc.finish().unwrap()).unwrap();
-            }
-        }
-    }
-    all
-}
-
-/// The standard mixed set: six rotated files (plain, zstd, gzip) and the
-/// active file, over about a week.
-pub(crate) fn standard_logset(dir: &Path, host: &str, seed: u64) -> Vec<String> {
-    write_logset(
-        dir,
-        host,
-        t("2026-03-01T00:00:00Z"),
-        &[
-            (900, Kind::Zstd),
-            (700, Kind::Gzip),
-            (1100, Kind::Plain),
-            (800, Kind::Zstd),
-            (1000, Kind::Plain),
-            (600, Kind::Gzip),
-        ],
-        900,
-        seed,
-    )
-}
-
-pub(crate) fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-/// Lines with a timestamp in `[since, until)`, as the test computes it.
-pub(crate) fn brute(
-    lines: &[String],
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-) -> String {
-    let mut out = String::new();
-    for l in lines {
-        let ts = record::line_timestamp(l).unwrap();
-        if since.map_or(true, |s| ts >= s) && until.map_or(true, |u| ts < u) {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// Asserts two outputs are equal; on failure shows sizes and the first
-/// differing line instead of megabytes of text.
-pub(crate) fn same(got: &str, expect: &str, what: &str) {
-    if got == expect {
-        return;
-    }
-    let (g, e): (Vec<&str>, Vec<&str>) = (got.lines().collect(), expect.lines().collect());
-    let i = g
-        .iter()
-        .zip(&e)
-        .position(|(a, b)| a != b)
-        .unwrap_or(g.len().min(e.len()));
-    panic!(
-        "{what}: got {} lines ({} bytes), expected {} lines ({} bytes); first difference at line {i}:\n got: {:?}\nwant: {:?}",
-        g.len(),
-        got.len(),
-        e.len(),
-        expect.len(),
-        g.get(i),
-        e.get(i)
-    );
 }
 
 // ----------------------------------------------------------- certificates
@@ -341,6 +172,73 @@ pub(crate) struct ServerSpec<'a> {
     pub(crate) env: Option<&'a str>,
     pub(crate) engine_timeout: &'a str,
     pub(crate) extra_args: Vec<String>,
+}
+
+impl<'a> ServerSpec<'a> {
+    /// A Portal named `portal` without Engines, `.env` or extra arguments,
+    /// with a 2 s engine timeout; a test changes what it needs with
+    /// `ServerSpec { engines, ..ServerSpec::portal(cert, pem) }`.
+    pub(crate) fn portal(cert: (String, String), jwt_public_pem: &'a str) -> ServerSpec<'a> {
+        ServerSpec {
+            role: "portal",
+            hostname: "portal",
+            engines: Vec::new(),
+            cert,
+            jwt_public_pem,
+            env: None,
+            engine_timeout: "2s",
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A Portal in its own temp dir serving the standard log set generated
+/// from `seed`, with the CA and the token signer to talk to it.
+pub(crate) struct LogPortal {
+    pub(crate) server: Server,
+    pub(crate) lines: Vec<String>,
+    pub(crate) ca: Ca,
+    pub(crate) signer: Signer,
+    // Last, so the server stops before its directory goes.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl LogPortal {
+    /// Without Engines.
+    pub(crate) fn start(seed: u64) -> LogPortal {
+        LogPortal::with_engines(seed, Vec::new())
+    }
+
+    /// With `engines` as `[api] engines` (see [`ServerSpec::engines`]).
+    pub(crate) fn with_engines(
+        seed: u64,
+        engines: Vec<(String, String, Option<String>)>,
+    ) -> LogPortal {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let signer = Signer::new();
+        let base = dir.path().join("portal");
+        let lines = standard_logset(&base.join("log"), "portal", seed);
+        let server = Server::start(
+            &base,
+            ServerSpec {
+                engines,
+                ..ServerSpec::portal(ca.issue(), &signer.public_pem)
+            },
+        );
+        LogPortal {
+            server,
+            lines,
+            ca,
+            signer,
+            dir,
+        }
+    }
+
+    /// A client trusting the test CA.
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.ca.pem())
+    }
 }
 
 impl Server {
@@ -859,29 +757,16 @@ fn engine_serves_itself_and_refuses_other_names() {
 
 #[test]
 fn tokens_scopes_and_request_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let signer = Signer::new();
-    let base = dir.path().join("portal");
-    let lines = standard_logset(&base.join("log"), "portal", 7);
-    let portal = Server::start(
-        &base,
-        ServerSpec {
-            role: "portal",
-            hostname: "portal",
-            engines: vec![("Engine-01".into(), "https://127.0.0.1:9".into(), None)],
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
-            env: None,
-            engine_timeout: "2s",
-            extra_args: Vec::new(),
-        },
+    let p = LogPortal::with_engines(
+        7,
+        vec![("Engine-01".into(), "https://127.0.0.1:9".into(), None)],
     );
-    let c = Client::new(&ca.pem());
+    let (portal, signer) = (&p.server, &p.signer);
+    let c = p.client();
     let url = format!("{}{PORTAL}", portal.url());
     same(
         &c.get(&url, Some(&signer.good())).text(),
-        &all(&lines),
+        &all(&p.lines),
         "whole Portal log",
     );
 
@@ -955,7 +840,7 @@ fn tokens_scopes_and_request_limits() {
     );
     assert_eq!(r.status, 404);
     // Errors never carry paths or internals.
-    let server_paths = base.display().to_string();
+    let server_paths = portal.base.display().to_string();
     for q in ["before_date=yesterday", "foo=1"] {
         assert!(!c
             .get(&format!("{url}?{q}"), Some(&tok))
@@ -1241,26 +1126,10 @@ fn engine_certificates_are_verified_unless_self_signed_is_allowed() {
 /// fractional: the API returns exactly the brute-force selection.
 #[test]
 fn random_windows_match_brute_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let signer = Signer::new();
-    let base = dir.path().join("portal");
-    let lines = standard_logset(&base.join("log"), "portal", 99);
-    let portal = Server::start(
-        &base,
-        ServerSpec {
-            role: "portal",
-            hostname: "portal",
-            engines: Vec::new(),
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
-            env: None,
-            engine_timeout: "2s",
-            extra_args: Vec::new(),
-        },
-    );
-    let c = Client::new(&ca.pem());
-    let tok = signer.good();
+    let p = LogPortal::start(99);
+    let (portal, lines) = (&p.server, &p.lines);
+    let c = p.client();
+    let tok = p.signer.good();
     let first = record::line_timestamp(&lines[0]).unwrap();
     let last = record::line_timestamp(lines.last().unwrap()).unwrap();
     let span = (last - first).num_seconds();
@@ -1321,7 +1190,7 @@ fn random_windows_match_brute_force() {
         assert_eq!(r.status, 200, "{q}: {}", r.text());
         same(
             &r.text(),
-            &brute(&lines, since, Some(before_t)),
+            &brute(lines, since, Some(before_t)),
             &format!("window {q}"),
         );
     }
@@ -1371,41 +1240,6 @@ fn elapsed_hours_counts_back_from_now() {
         "elapsed_hours from now",
     );
     assert_eq!(r.text().lines().count(), 179);
-}
-
-/// One record a minute from `start`, all in the active file.
-pub(crate) fn write_logset_regular(dir: &Path, start: DateTime<Utc>, n: usize) -> Vec<String> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut prev = GENESIS.to_string();
-    let mut text = String::new();
-    let mut lines = Vec::new();
-    for i in 0..n {
-        let mut e = Entry::appliance(60001).with_user("nexthink");
-        e.origin = Origin {
-            pid: 1,
-            uid: 2,
-            gid: 3,
-        };
-        let mut body = String::new();
-        let ts = start + chrono::Duration::minutes(i as i64);
-        text_body(
-            &e,
-            &Stamp {
-                ts,
-                host: "portal",
-                seq: i as u64 + 1,
-            },
-            &mut body,
-        );
-        let h = Chain::sha256().next(&prev, &body);
-        let line = seal(Format::Text, &body, &h);
-        prev = h;
-        text.push_str(&line);
-        text.push('\n');
-        lines.push(line);
-    }
-    std::fs::write(dir.join("audit.log"), text).unwrap();
-    lines
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod corpus;
 mod durability;
 mod journal;
 mod lifecycle;
+mod logsets;
 mod packaging;
 mod protocol;
 mod query;

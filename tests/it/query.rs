@@ -8,9 +8,8 @@ use std::process::Command;
 use nxaudit::record;
 use serde_json::Value;
 
-use super::api::{
-    brute, cli, standard_logset, t, Ca, Client, Rng, Server, ServerSpec, Signer, PORTAL,
-};
+use super::api::{cli, LogPortal, PORTAL};
+use super::logsets::{brute, chain_line, random_entry, t, write_rotated, Kind, Rng};
 
 fn query(config: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(cli())
@@ -30,26 +29,10 @@ fn query(config: &std::path::Path, args: &[&str]) -> String {
 
 #[test]
 fn query_matches_the_api_and_brute_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let signer = Signer::new();
-    let base = dir.path().join("portal");
-    let lines = standard_logset(&base.join("log"), "portal", 4242);
-    let portal = Server::start(
-        &base,
-        ServerSpec {
-            role: "portal",
-            hostname: "portal",
-            engines: Vec::new(),
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
-            env: None,
-            engine_timeout: "2s",
-            extra_args: Vec::new(),
-        },
-    );
-    let c = Client::new(&ca.pem());
-    let tok = signer.good();
+    let p = LogPortal::start(4242);
+    let (portal, lines) = (&p.server, &p.lines);
+    let c = p.client();
+    let tok = p.signer.good();
     let first = record::line_timestamp(&lines[0]).unwrap();
     let last = record::line_timestamp(lines.last().unwrap()).unwrap();
     let span = (last - first).num_seconds() as u64;
@@ -79,7 +62,7 @@ fn query_matches_the_api_and_brute_force() {
             let h: f64 = hours.parse().unwrap();
             until - chrono::Duration::minutes((h * 60.0) as i64)
         });
-        assert_eq!(got, brute(&lines, since, Some(until)), "{api_q}");
+        assert_eq!(got, brute(lines, since, Some(until)), "{api_q}");
     }
 
     // --since/--until in RFC 3339 with offsets; whole log without bounds.
@@ -95,12 +78,12 @@ fn query_matches_the_api_and_brute_force() {
     assert_eq!(
         got,
         brute(
-            &lines,
+            lines,
             Some(t("2026-03-05T00:00:00Z")),
             Some(t("2026-03-09T00:00:00Z"))
         )
     );
-    assert_eq!(query(&portal.config, &[]), brute(&lines, None, None));
+    assert_eq!(query(&portal.config, &[]), brute(lines, None, None));
     // A relative window before all data is empty, not an error.
     assert_eq!(
         query(&portal.config, &["--since", "1h", "--until", "30m"]),
@@ -119,7 +102,7 @@ fn query_matches_the_api_and_brute_force() {
             "2026-03-20",
         ],
     );
-    let expect: String = brute(&lines, None, Some(t("2026-03-20T00:00:00Z")))
+    let expect: String = brute(lines, None, Some(t("2026-03-20T00:00:00Z")))
         .lines()
         .filter(|l| {
             let r = record::parse_line(l).unwrap();
@@ -137,7 +120,7 @@ fn query_matches_the_api_and_brute_force() {
 
     // JSON: one object per record, same records.
     let got = query(&portal.config, &["--json", "--before-date", "2026-03-03"]);
-    let expect = brute(&lines, None, Some(t("2026-03-03T00:00:00Z")));
+    let expect = brute(lines, None, Some(t("2026-03-03T00:00:00Z")));
     assert_eq!(got.lines().count(), expect.lines().count());
     for (j, l) in got.lines().zip(expect.lines()) {
         let v: Value = serde_json::from_str(j).unwrap();
@@ -169,9 +152,7 @@ fn query_matches_the_api_and_brute_force() {
 #[ignore = "benchmark data generator, run by benches/api_window.sh"]
 fn bench_generate_logset() {
     use nxaudit::logset;
-    use nxaudit::protocol::Component;
-    use nxaudit::record::{seal, text_body, Chain, Entry, Format, Origin, Stamp, GENESIS};
-    use std::io::Write as _;
+    use nxaudit::record::{Stamp, GENESIS};
 
     let dir =
         std::path::PathBuf::from(std::env::var("NXAUDIT_BENCH_DIR").expect("NXAUDIT_BENCH_DIR"));
@@ -201,11 +182,7 @@ fn bench_generate_logset() {
         } else {
             let name = logset::rotated_name(file_start, first_seq);
             match compress.as_str() {
-                "zstd" => std::fs::write(
-                    dir.join(format!("{name}.zst")),
-                    zstd::encode_all(buf.as_bytes(), 3).unwrap(),
-                )
-                .unwrap(),
+                "zstd" => write_rotated(&dir, &name, Kind::Zstd, buf),
                 // Independent frames of about 1 MiB cut after a newline.
                 "zstd-frames" => {
                     let mut out = Vec::new();
@@ -221,42 +198,24 @@ fn bench_generate_logset() {
                     }
                     std::fs::write(dir.join(format!("{name}.zst")), out).unwrap();
                 }
-                "gzip" => {
-                    let mut enc =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    enc.write_all(buf.as_bytes()).unwrap();
-                    std::fs::write(dir.join(format!("{name}.gz")), enc.finish().unwrap()).unwrap();
-                }
-                _ => std::fs::write(dir.join(name), buf.as_bytes()).unwrap(),
+                "gzip" => write_rotated(&dir, &name, Kind::Gzip, buf),
+                _ => write_rotated(&dir, &name, Kind::Plain, buf),
             }
         }
         buf.clear();
     };
     while written < bytes {
-        let code = [60001u32, 20206, 10009, 50000, 60101][rng.below(5) as usize];
-        let mut e = Entry::appliance(60001)
-            .with_user(["alice", "bob", "carol", "nexthink"][rng.below(4) as usize]);
-        e.code = code;
-        e.component = Component::of_code(code).unwrap();
-        e.origin = Origin {
-            pid: 4242,
-            uid: 998,
-            gid: 998,
-        };
+        let mut e = random_entry(&mut rng, ["alice", "bob", "carol", "nexthink"], 4242);
         e.client = Some(format!("10.1.{}.{}", rng.below(250), rng.below(250)));
-        let mut body = String::new();
-        text_body(
+        let line = chain_line(
+            &mut prev,
             &e,
             &Stamp {
                 ts,
                 host: "appliance1",
                 seq,
             },
-            &mut body,
         );
-        let h = Chain::sha256().next(&prev, &body);
-        let line = seal(Format::Text, &body, &h);
-        prev = h;
         if buf.len() + line.len() + 1 > ROTATE {
             flush(&mut buf, file_start, first_seq, false);
             file_start = ts;
