@@ -557,6 +557,23 @@ pub(crate) fn start_engine(
     (server, lines)
 }
 
+/// `Engine-01` in `dir/e1`, named by its `[api] engines`, with a
+/// self-signed certificate.
+pub(crate) fn self_signed_engine_01(
+    dir: &Path,
+    signer: &Signer,
+    seed: u64,
+) -> (Server, Vec<String>) {
+    start_engine(
+        &dir.join("e1"),
+        "Engine-01",
+        false,
+        self_signed(),
+        signer,
+        seed,
+    )
+}
+
 impl Platform {
     /// Engines with self-signed certificates, the Portal accepting them
     /// through `nginxSelfSignedCertificate=true`.
@@ -567,14 +584,7 @@ impl Platform {
         std::fs::write(&ca_file, ca.pem()).unwrap();
         let signer = Signer::new();
         // Engine-01 knows its name from [api] engines, Engine-02 from hostname.
-        let (e1, e1_lines) = start_engine(
-            &dir.path().join("e1"),
-            "Engine-01",
-            false,
-            self_signed(),
-            &signer,
-            11,
-        );
+        let (e1, e1_lines) = self_signed_engine_01(dir.path(), &signer, 11);
         let (e2, e2_lines) = start_engine(
             &dir.path().join("e2"),
             "Engine-02",
@@ -588,17 +598,13 @@ impl Platform {
         let portal = Server::start(
             &pbase,
             ServerSpec {
-                role: "portal",
-                hostname: "portal",
                 engines: vec![
                     ("Engine-01".into(), e1.url(), None),
                     ("Engine-02".into(), e2.url(), Some("engine02.test".into())),
                 ],
-                cert: ca.issue(),
-                jwt_public_pem: &signer.public_pem,
                 env: Some("# appliance defaults\nnginxSelfSignedCertificate=true\n"),
                 engine_timeout: "5s",
-                extra_args: Vec::new(),
+                ..ServerSpec::portal(ca.issue(), &signer.public_pem)
             },
         );
         Platform {
@@ -719,14 +725,7 @@ fn engine_serves_itself_and_refuses_other_names() {
     // Portal does with nginxSelfSignedCertificate=true: curl -k.
     let dir = tempfile::tempdir().unwrap();
     let signer = Signer::new();
-    let (e1, lines) = start_engine(
-        &dir.path().join("e1"),
-        "Engine-01",
-        false,
-        self_signed(),
-        &signer,
-        5,
-    );
+    let (e1, lines) = self_signed_engine_01(dir.path(), &signer, 5);
     let tok = signer.good();
     let get = |path: &str| {
         let out = Command::new("curl")
@@ -859,14 +858,7 @@ fn failing_engines_give_an_error_array_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let signer = Signer::new();
-    let (e1, _e1_lines) = start_engine(
-        &dir.path().join("e1"),
-        "Engine-01",
-        false,
-        self_signed(),
-        &signer,
-        3,
-    );
+    let (e1, _e1_lines) = self_signed_engine_01(dir.path(), &signer, 3);
     // Down: a port nobody listens on.
     let down = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -875,13 +867,9 @@ fn failing_engines_give_an_error_array_within_the_timeout() {
     // Slow: accepts connections (kernel backlog) but never answers.
     let slow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let slow_addr = slow.local_addr().unwrap();
-    let base = dir.path().join("portal");
-    std::fs::create_dir_all(base.join("log")).unwrap();
     let portal = Server::start(
-        &base,
+        &dir.path().join("portal"),
         ServerSpec {
-            role: "portal",
-            hostname: "portal",
             engines: vec![
                 ("Engine-01".into(), e1.url(), None),
                 ("Engine-Down".into(), format!("https://{down}"), None),
@@ -889,11 +877,9 @@ fn failing_engines_give_an_error_array_within_the_timeout() {
                 // Configured on the Portal, unknown to the Engine behind the URL.
                 ("Engine-Alias".into(), e1.url(), None),
             ],
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
             env: Some("nginxSelfSignedCertificate=true"),
             engine_timeout: "1s",
-            extra_args: Vec::new(),
+            ..ServerSpec::portal(ca.issue(), &signer.public_pem)
         },
     );
     let c = Client::new(&ca.pem());
@@ -1008,31 +994,17 @@ fn an_engine_failing_mid_body_is_never_a_success() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let signer = Signer::new();
-    let (e1, _) = start_engine(
-        &dir.path().join("e1"),
-        "Engine-01",
-        false,
-        self_signed(),
-        &signer,
-        8,
-    );
+    let (e1, _) = self_signed_engine_01(dir.path(), &signer, 8);
     let broken = breaking_engine();
-    let base = dir.path().join("portal");
-    std::fs::create_dir_all(base.join("log")).unwrap();
     let portal = Server::start(
-        &base,
+        &dir.path().join("portal"),
         ServerSpec {
-            role: "portal",
-            hostname: "portal",
             engines: vec![
                 ("Engine-01".into(), e1.url(), None),
                 ("Engine-Broken".into(), format!("https://{broken}"), None),
             ],
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
             env: Some("nginxSelfSignedCertificate=true"),
-            engine_timeout: "2s",
-            extra_args: Vec::new(),
+            ..ServerSpec::portal(ca.issue(), &signer.public_pem)
         },
     );
     let c = Client::new(&ca.pem());
@@ -1065,14 +1037,7 @@ fn engine_certificates_are_verified_unless_self_signed_is_allowed() {
     let ca = Ca::new();
     let signer = Signer::new();
     // One Engine with a self-signed certificate, one with a CA-issued one.
-    let (e_self, _) = start_engine(
-        &dir.path().join("e1"),
-        "Engine-01",
-        false,
-        self_signed(),
-        &signer,
-        1,
-    );
+    let (e_self, _) = self_signed_engine_01(dir.path(), &signer, 1);
     let (e_ca, e_ca_lines) = start_engine(
         &dir.path().join("e2"),
         "Engine-02",
@@ -1083,23 +1048,18 @@ fn engine_certificates_are_verified_unless_self_signed_is_allowed() {
     );
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
-    let base = dir.path().join("portal");
-    std::fs::create_dir_all(base.join("log")).unwrap();
     let portal = Server::start(
-        &base,
+        &dir.path().join("portal"),
         ServerSpec {
-            role: "portal",
-            hostname: "portal",
             engines: vec![
                 ("Engine-01".into(), e_self.url(), None),
                 ("Engine-02".into(), e_ca.url(), None),
             ],
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
             // The documented way to require real certificates.
             env: Some("nginxSelfSignedCertificate=true\nnginxSelfSignedCertificate=false\n"),
             engine_timeout: "5s",
             extra_args: vec!["--engine-ca".into(), ca_file.display().to_string()],
+            ..ServerSpec::portal(ca.issue(), &signer.public_pem)
         },
     );
     let c = Client::new(&ca.pem());
@@ -1210,19 +1170,7 @@ fn elapsed_hours_counts_back_from_now() {
     let anchor = Utc::now();
     let start = anchor - chrono::Duration::minutes(300);
     let lines = write_logset_regular(&base.join("log"), start, 300);
-    let portal = Server::start(
-        &base,
-        ServerSpec {
-            role: "portal",
-            hostname: "portal",
-            engines: Vec::new(),
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
-            env: None,
-            engine_timeout: "2s",
-            extra_args: Vec::new(),
-        },
-    );
+    let portal = Server::start(&base, ServerSpec::portal(ca.issue(), &signer.public_pem));
     let c = Client::new(&ca.pem());
     let r = c.get(
         &format!("{}{PORTAL}?elapsed_hours=2.99", portal.url()),
@@ -1247,20 +1195,9 @@ fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let signer = Signer::new();
-    let base = dir.path().join("p");
-    std::fs::create_dir_all(base.join("log")).unwrap();
     let mut s = Server::start(
-        &base,
-        ServerSpec {
-            role: "portal",
-            hostname: "portal",
-            engines: Vec::new(),
-            cert: ca.issue(),
-            jwt_public_pem: &signer.public_pem,
-            env: None,
-            engine_timeout: "2s",
-            extra_args: Vec::new(),
-        },
+        &dir.path().join("p"),
+        ServerSpec::portal(ca.issue(), &signer.public_pem),
     );
     assert!(s.stop(), "exit 0 after SIGTERM; stderr:\n{}", s.stderr());
 }
