@@ -49,6 +49,16 @@ fn tools() -> bool {
     ok
 }
 
+/// A new journal in a temp dir, or `None` (test skipped) without the tools.
+fn journal_or_skip() -> Option<(tempfile::TempDir, Journal)> {
+    if !tools() {
+        return None;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let j = Journal::new(&tmp.path().join("journal"));
+    Some((tmp, j))
+}
+
 /// One journal entry: field name → raw value.
 type Fields = Vec<(String, Vec<u8>)>;
 
@@ -213,15 +223,39 @@ impl Journal {
         format!("Nexthink Engine {}", engine_of(unit))
     }
 
+    /// The "Starting …"/"Stopping …" line of a job of `job_type` beginning.
+    fn job_begins(&mut self, unit: &str, mid: &str, verb: &str, job_type: &str) {
+        self.systemd(
+            Some(unit),
+            Some(mid),
+            format!("{verb} {}...", Self::desc(unit)).as_bytes(),
+            &[("JOB_TYPE", job_type)],
+        );
+    }
+
+    /// The main process exits (`code=CODE, status=N/NAME`) and the unit
+    /// fails with `result` → 60203.
+    fn main_process_fails(&mut self, unit: &str, code: &str, status: &str, result: &str) {
+        let (number, _) = status.split_once('/').expect("N/NAME");
+        self.systemd(
+            Some(unit),
+            Some(MID_PROCESS_EXIT),
+            format!("{unit}: Main process exited, code={code}, status={status}").as_bytes(),
+            &[("EXIT_CODE", code), ("EXIT_STATUS", number)],
+        );
+        let t = self.systemd(
+            Some(unit),
+            Some(MID_UNIT_FAILED),
+            format!("{unit}: Failed with result '{result}'.").as_bytes(),
+            &[("UNIT_RESULT", result)],
+        );
+        self.expect(t, 60203, unit, result);
+    }
+
     /// `systemctl start`: Starting…, Started… → 60201.
     fn start(&mut self, unit: &str) {
         let d = Self::desc(unit);
-        self.systemd(
-            Some(unit),
-            Some(MID_STARTING),
-            format!("Starting {d}...").as_bytes(),
-            &[("JOB_TYPE", "start")],
-        );
+        self.job_begins(unit, MID_STARTING, "Starting", "start");
         let t = self.job(unit, MID_STARTED, &format!("Started {d}."), "start", "done");
         self.expect(t, 60201, unit, "done");
     }
@@ -229,12 +263,7 @@ impl Journal {
     /// `systemctl stop`: Stopping…, Deactivated, Stopped… → 60202.
     fn stop(&mut self, unit: &str) {
         let d = Self::desc(unit);
-        self.systemd(
-            Some(unit),
-            Some(MID_STOPPING),
-            format!("Stopping {d}...").as_bytes(),
-            &[("JOB_TYPE", "stop")],
-        );
+        self.job_begins(unit, MID_STOPPING, "Stopping", "stop");
         self.systemd(
             Some(unit),
             Some(MID_UNIT_SUCCEEDED),
@@ -249,12 +278,7 @@ impl Journal {
     /// the start → 60201.
     fn restart(&mut self, unit: &str) {
         let d = Self::desc(unit);
-        self.systemd(
-            Some(unit),
-            Some(MID_STOPPING),
-            format!("Stopping {d}...").as_bytes(),
-            &[("JOB_TYPE", "restart")],
-        );
+        self.job_begins(unit, MID_STOPPING, "Stopping", "restart");
         let t = self.job(
             unit,
             MID_STOPPED,
@@ -269,30 +293,12 @@ impl Journal {
     /// A start that fails: process exit, "Failed with result" (→ 60203),
     /// and the start job's JOB_RESULT=failed (not a second record).
     fn fail_start(&mut self, unit: &str) {
-        let d = Self::desc(unit);
-        self.systemd(
-            Some(unit),
-            Some(MID_STARTING),
-            format!("Starting {d}...").as_bytes(),
-            &[("JOB_TYPE", "start")],
-        );
-        self.systemd(
-            Some(unit),
-            Some(MID_PROCESS_EXIT),
-            format!("{unit}: Main process exited, code=exited, status=1/FAILURE").as_bytes(),
-            &[("EXIT_CODE", "exited"), ("EXIT_STATUS", "1")],
-        );
-        let t = self.systemd(
-            Some(unit),
-            Some(MID_UNIT_FAILED),
-            format!("{unit}: Failed with result 'exit-code'.").as_bytes(),
-            &[("UNIT_RESULT", "exit-code")],
-        );
-        self.expect(t, 60203, unit, "exit-code");
+        self.job_begins(unit, MID_STARTING, "Starting", "start");
+        self.main_process_fails(unit, "exited", "1/FAILURE", "exit-code");
         self.job(
             unit,
             MID_START_FAILED,
-            &format!("Failed to start {d}."),
+            &format!("Failed to start {}.", Self::desc(unit)),
             "start",
             "failed",
         );
@@ -300,19 +306,7 @@ impl Journal {
 
     /// A running Engine killed by a signal: 60203 result=signal.
     fn crash(&mut self, unit: &str) {
-        self.systemd(
-            Some(unit),
-            Some(MID_PROCESS_EXIT),
-            format!("{unit}: Main process exited, code=killed, status=9/KILL").as_bytes(),
-            &[("EXIT_CODE", "killed"), ("EXIT_STATUS", "9")],
-        );
-        let t = self.systemd(
-            Some(unit),
-            Some(MID_UNIT_FAILED),
-            format!("{unit}: Failed with result 'signal'.").as_bytes(),
-            &[("UNIT_RESULT", "signal")],
-        );
-        self.expect(t, 60203, unit, "signal");
+        self.main_process_fails(unit, "killed", "9/KILL", "signal");
     }
 
     /// A start job failed on a dependency (the unit does not enter the
@@ -351,15 +345,7 @@ impl Journal {
     fn noise(&mut self, n: usize) {
         for i in 0..n {
             match i % 5 {
-                0 => {
-                    self.job(
-                        "ssh.service",
-                        MID_STARTED,
-                        "Started OpenBSD Secure Shell server.",
-                        "start",
-                        "done",
-                    );
-                }
+                0 => self.ssh_started(),
                 1 => {
                     let mut f = self.base("4242", "nxengine", "nxengine@Engine-01.service");
                     f.push(("SYSLOG_IDENTIFIER".into(), b"nxengine".to_vec()));
@@ -369,14 +355,7 @@ impl Journal {
                     ));
                     self.pending.push(f);
                 }
-                2 => {
-                    let mut f = self.base("777", "cron", "cron.service");
-                    f.push((
-                        "MESSAGE".into(),
-                        format!("(root) CMD (run-parts /etc/cron.hourly) {i}").into_bytes(),
-                    ));
-                    self.pending.push(f);
-                }
+                2 => self.cron_line(i),
                 3 => {
                     self.systemd(
                         Some("nxengine@Engine-01.service"),
@@ -395,6 +374,27 @@ impl Journal {
                 }
             }
         }
+    }
+
+    /// systemd starting another unit (ssh): a job record of no interest.
+    fn ssh_started(&mut self) {
+        self.job(
+            "ssh.service",
+            MID_STARTED,
+            "Started OpenBSD Secure Shell server.",
+            "start",
+            "done",
+        );
+    }
+
+    /// A line of another process (cron), numbered `i`.
+    fn cron_line(&mut self, i: usize) {
+        let mut f = self.base("777", "cron", "cron.service");
+        f.push((
+            "MESSAGE".into(),
+            format!("(root) CMD (run-parts /etc/cron.hourly) {i}").into_bytes(),
+        ));
+        self.pending.push(f);
     }
 
     /// Writes the pending entries into `file` (appending when it exists).
@@ -577,11 +577,9 @@ fn journalctl_procs(dir: &Path) -> Vec<u32> {
 
 #[test]
 fn engine_starts_stops_and_failures_from_a_real_journal() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     // A previous boot: not recorded with first_start = "boot".
     let current = j.boot_id.clone();
     j.boot("11111111111111111111111111111111");
@@ -644,11 +642,9 @@ fn engine_starts_stops_and_failures_from_a_real_journal() {
 
 #[test]
 fn kill9_at_many_points_while_following_a_growing_journal() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.noise(10);
     j.flush("system.journal");
     let mut d = TestDaemon::start(&config(&j.dir, "boot", "journalctl"));
@@ -727,11 +723,9 @@ fn kill9_at_many_points_while_following_a_growing_journal() {
 
 #[test]
 fn journalctl_killed_repeatedly_loses_and_duplicates_nothing() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.start("nxengine@a.service");
     j.flush("system.journal");
     let d = TestDaemon::start(&config(&j.dir, "boot", "journalctl"));
@@ -819,11 +813,9 @@ fn garbage_journalctl(dir: &Path, flood: bool) -> PathBuf {
 
 #[test]
 fn garbage_huge_lines_and_binary_fields_are_survived() {
-    if !tools() {
+    let Some((tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.start("nxengine@a.service");
     j.noise(10);
     j.fail_start("nxengine@a.service");
@@ -853,11 +845,9 @@ fn garbage_huge_lines_and_binary_fields_are_survived() {
 
 #[test]
 fn poll_mode_with_a_journal_file() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.start("nxengine@a.service");
     j.noise(5);
     j.flush("one.journal");
@@ -875,11 +865,9 @@ fn poll_mode_with_a_journal_file() {
 
 #[test]
 fn first_start_now_skips_history_but_not_entries_written_while_down() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.start("nxengine@history.service");
     j.pending_expect.clear();
     j.flush("system.journal");
@@ -899,11 +887,9 @@ fn first_start_now_skips_history_but_not_entries_written_while_down() {
 
 #[test]
 fn first_start_all_includes_previous_boots() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     let current = j.boot_id.clone();
     j.boot("22222222222222222222222222222222");
     j.start("nxengine@old.service");
@@ -936,11 +922,9 @@ impl Journal {
 
 #[test]
 fn ssh_and_sudo_from_the_journal_exactly_once() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     let mut want = Vec::new();
     let mut add = |j: &mut Journal, program: &str, pid: u32, msg: &str, code: Option<u32>| {
         let t = j.syslog(program, pid, msg);
@@ -1028,11 +1012,9 @@ fn ssh_and_sudo_from_the_journal_exactly_once() {
 
 #[test]
 fn resumes_across_a_reboot() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.boot("33333333333333333333333333333333");
     j.start("nxengine@a.service");
     j.flush("system.journal");
@@ -1055,11 +1037,9 @@ fn resumes_across_a_reboot() {
 
 #[test]
 fn sighup_changes_the_units_followed() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.start("nxengine@a.service");
     j.start("nxengine@b.service");
     j.pending_expect.pop(); // b is not followed yet
@@ -1082,11 +1062,9 @@ fn sighup_changes_the_units_followed() {
 
 #[test]
 fn exactly_once_with_a_json_log() {
-    if !tools() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
         return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut j = Journal::new(&tmp.path().join("journal"));
+    };
     j.start("nxengine@a.service");
     j.flush("system.journal");
     let cfg = format!(
@@ -1134,20 +1112,9 @@ fn catch_up(unrelated: usize, systemd_every: usize) -> Duration {
     while written < unrelated {
         for i in 0..chunk {
             if i % systemd_every == 0 {
-                j.job(
-                    "ssh.service",
-                    MID_STARTED,
-                    "Started OpenBSD Secure Shell server.",
-                    "start",
-                    "done",
-                );
+                j.ssh_started();
             } else {
-                let mut f = j.base("777", "cron", "cron.service");
-                f.push((
-                    "MESSAGE".into(),
-                    format!("(root) CMD (run-parts /etc/cron.hourly) {i}").into_bytes(),
-                ));
-                j.pending.push(f);
+                j.cron_line(i);
             }
         }
         written += chunk;
