@@ -11,24 +11,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::util::{cli_bin, explain, run};
+
 /// Runs `nxaudit --base-dir <tmp> <args>` and returns its output.
 fn nxaudit(args: &[&str]) -> (String, Output) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nxaudit"));
-    cmd.arg("--base-dir").arg(dir.path()).args(args);
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().expect("run nxaudit");
-    (shown, out)
-}
-
-/// Everything a failing assertion should show.
-fn explain(cmd: &str, out: &Output) -> String {
-    format!(
-        "command: {cmd}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    run(Command::new(cli_bin())
+        .arg("--base-dir")
+        .arg(dir.path())
+        .args(args))
 }
 
 /// Runs `nxaudit codes --json <extra>`, expects success, returns the array.

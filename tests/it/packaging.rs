@@ -19,6 +19,8 @@ use std::process::{Command, Output};
 
 use nxaudit::config::Config;
 
+use crate::util::{explain, run};
+
 /// Our unit files, as named in `systemd/` and in the package.
 const UNITS: [&str; 3] = ["nxauditd.service", "nxauditd.socket", "nxauditlogs.service"];
 
@@ -35,25 +37,6 @@ fn repo() -> PathBuf {
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Runs `cmd` and returns (printable command line, output).
-fn run(cmd: &mut Command) -> (String, Output) {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    (shown, out)
-}
-
-/// Everything a failing assertion should show.
-fn explain(cmd: &str, out: &Output) -> String {
-    format!(
-        "command: {cmd}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs `cmd`, requires exit 0, returns stdout.

@@ -377,3 +377,22 @@ pub fn assert_ok(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `cmd` and returns (printable command line, output).
+pub fn run(cmd: &mut Command) -> (String, Output) {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    (shown, out)
+}
+
+/// Everything a failing assertion about `cmd`'s output should show.
+pub fn explain(cmd: &str, out: &Output) -> String {
+    format!(
+        "command: {cmd}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
