@@ -336,6 +336,21 @@ mod tests {
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 
+    /// Minimal base64url without padding (the tests mint tokens by hand).
+    fn b64url(b: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..=c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-secret";
 
     fn now() -> u64 {
@@ -401,22 +416,7 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&other), Err(AuthError::Invalid));
         // alg: none.
-        let b64 = |s: &str| {
-            use std::fmt::Write;
-            // Minimal base64url without padding.
-            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let b = s.as_bytes();
-            let mut out = String::new();
-            for c in b.chunks(3) {
-                let n = (c[0] as u32) << 16
-                    | (*c.get(1).unwrap_or(&0) as u32) << 8
-                    | *c.get(2).unwrap_or(&0) as u32;
-                for i in 0..=c.len() {
-                    let _ = write!(out, "{}", A[(n >> (18 - 6 * i) & 63) as usize] as char);
-                }
-            }
-            out
-        };
+        let b64 = |s: &str| b64url(s.as_bytes());
         let none = format!(
             "{}.{}.",
             b64(r#"{"alg":"none","typ":"JWT"}"#),
@@ -471,19 +471,7 @@ mod tests {
         assert_eq!(v.verify(&t), Ok(()));
         // JWKS with kid selection.
         let raw = kp.public_key_raw();
-        let b64 = |b: &[u8]| {
-            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let mut out = String::new();
-            for c in b.chunks(3) {
-                let n = (c[0] as u32) << 16
-                    | (*c.get(1).unwrap_or(&0) as u32) << 8
-                    | *c.get(2).unwrap_or(&0) as u32;
-                for i in 0..=c.len() {
-                    out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-                }
-            }
-            out
-        };
+        let b64 = b64url;
         let jwks = json!({"keys": [
             {"kty": "EC", "crv": "P-256", "kid": "other", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])},
             {"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}

@@ -198,20 +198,27 @@ fn nil(s: &str) -> Option<String> {
     }
 }
 
+impl SyslogMessage {
+    /// A message of `flavor` with only its priority known yet.
+    fn empty(flavor: Flavor, facility: u8, severity: u8) -> SyslogMessage {
+        SyslogMessage {
+            flavor,
+            wellformed: false,
+            facility,
+            severity,
+            timestamp: None,
+            hostname: None,
+            app_name: None,
+            procid: None,
+            msgid: None,
+            structured_data: Vec::new(),
+            message: String::new(),
+        }
+    }
+}
+
 fn parse_5424(facility: u8, severity: u8, body: &str) -> SyslogMessage {
-    let mut msg = SyslogMessage {
-        flavor: Flavor::Rfc5424,
-        wellformed: false,
-        facility,
-        severity,
-        timestamp: None,
-        hostname: None,
-        app_name: None,
-        procid: None,
-        msgid: None,
-        structured_data: Vec::new(),
-        message: String::new(),
-    };
+    let mut msg = SyslogMessage::empty(Flavor::Rfc5424, facility, severity);
     let mut rest = body;
     let mut fields: [Option<String>; 5] = Default::default();
     for f in fields.iter_mut() {
@@ -400,19 +407,7 @@ fn tag_token(t: &str) -> Option<(&str, Option<&str>)> {
 }
 
 fn parse_3164(facility: u8, severity: u8, body: &str, had_pri: bool) -> SyslogMessage {
-    let mut msg = SyslogMessage {
-        flavor: Flavor::Rfc3164,
-        wellformed: false,
-        facility,
-        severity,
-        timestamp: None,
-        hostname: None,
-        app_name: None,
-        procid: None,
-        msgid: None,
-        structured_data: Vec::new(),
-        message: String::new(),
-    };
+    let mut msg = SyslogMessage::empty(Flavor::Rfc3164, facility, severity);
     let (ts, rest) = match split_3164_timestamp(body) {
         Some((t, r)) => (Some(t), r),
         None => (None, body),
