@@ -643,4 +643,30 @@ mod tests {
         );
         assert_eq!(w.refused_pending, 2);
     }
+
+    #[test]
+    fn other_io_errors_are_write_failed_and_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.apply_base_dir(dir.path());
+        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let before = (w.next_seq, w.last_h.clone());
+        let good = std::mem::replace(&mut w.file, File::open(&w.active).unwrap());
+        // A read-only descriptor: write(2) fails with EBADF, not ENOSPC.
+        let r = outcomes(&mut w, &["a"]);
+        assert!(
+            matches!(r[0], Err(AppendError::WriteFailed(_))),
+            "{:?}",
+            r[0]
+        );
+        assert_eq!(
+            (w.next_seq, w.last_h.clone()),
+            before,
+            "seq and chain rolled back"
+        );
+        w.file = good;
+        let r = outcomes(&mut w, &["b"]);
+        // The refused event is counted in a 60905 written first.
+        assert_eq!(r[0].as_ref().unwrap().seq, before.0 + 1);
+    }
 }
