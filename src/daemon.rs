@@ -241,11 +241,6 @@ fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
     }
 }
 
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let s = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
-}
-
 /// Once a tick: wake the writer, feed the watchdog while the writer moves,
 /// publish the status file and sd-notify STATUS, warn on low space.
 async fn periodic(
@@ -284,7 +279,7 @@ async fn periodic(
         let rate = (written - last_written) as f64 / last_at.elapsed().as_secs_f64().max(0.001);
         last_written = written;
         last_at = Instant::now();
-        let free = free_bytes(&cfg.log_dir);
+        let free = crate::logset::free_bytes(&cfg.log_dir);
         let low = free.is_some_and(|f| {
             cfg.log.min_free_bytes > 0 && f < cfg.log.min_free_bytes.saturating_mul(2)
         });

@@ -107,6 +107,13 @@ pub fn list(dir: &Path) -> io::Result<Vec<LogFile>> {
     Ok(rotated)
 }
 
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`
+/// (retention and the low-space warning both ask).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
 /// Opens a file of the set for reading lines, decompressing as needed.
 pub fn open(f: &LogFile) -> io::Result<Box<dyn BufRead + Send>> {
     let file = File::open(&f.path)?;

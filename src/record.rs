@@ -183,6 +183,23 @@ impl Chain {
         Chain { key: Some(key) }
     }
 
+    /// The chain of `[log] chain_key_file`: plain SHA-256 when the path is
+    /// empty, else HMAC with the file's bytes. An empty key file is refused:
+    /// it would silently turn the HMAC into a keyless hash.
+    pub fn from_key_file(path: &std::path::Path) -> std::io::Result<Chain> {
+        if path.as_os_str().is_empty() {
+            return Ok(Chain::sha256());
+        }
+        let key = std::fs::read(path)?;
+        if key.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the chain key file is empty",
+            ));
+        }
+        Ok(Chain::hmac(key))
+    }
+
     /// `h` of a record: first 128 bits, hex, of the hash over the previous
     /// `h` and the record's line without its `h`.
     pub fn next(&self, prev: &str, body: &str) -> String {

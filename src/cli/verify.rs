@@ -132,11 +132,7 @@ pub fn verify_dir(
 /// Loads the chain function of a config.
 pub fn chain_of(cfg: &crate::config::Config) -> anyhow::Result<Chain> {
     let p = &cfg.log.chain_key_file;
-    if p.as_os_str().is_empty() {
-        return Ok(Chain::sha256());
-    }
-    let key = std::fs::read(p).with_context(|| format!("read chain key {}", p.display()))?;
-    Ok(Chain::hmac(key))
+    Chain::from_key_file(p).with_context(|| format!("read chain key {}", p.display()))
 }
 
 /// Runs the subcommand; returns the exit code.

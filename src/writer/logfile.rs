@@ -86,24 +86,6 @@ pub(crate) struct LogWriter {
     compressor: super::Compressor,
 }
 
-/// Reads the chain key, refusing an empty or unreadable file.
-fn load_key(path: &Path) -> Result<Chain, OpenError> {
-    if path.as_os_str().is_empty() {
-        return Ok(Chain::sha256());
-    }
-    let key = std::fs::read(path).map_err(|e| OpenError::Key {
-        path: path.into(),
-        why: e.to_string(),
-    })?;
-    if key.is_empty() {
-        return Err(OpenError::Key {
-            path: path.into(),
-            why: "the file is empty".into(),
-        });
-    }
-    Ok(Chain::hmac(key))
-}
-
 /// fsyncs a directory so a create or rename in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -133,7 +115,10 @@ impl LogWriter {
     ) -> Result<(LogWriter, Recovery), OpenError> {
         let dir = cfg.log_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let chain = load_key(&cfg.log.chain_key_file)?;
+        let chain = Chain::from_key_file(&cfg.log.chain_key_file).map_err(|e| OpenError::Key {
+            path: cfg.log.chain_key_file.clone(),
+            why: e.to_string(),
+        })?;
         let file_mode = crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640);
         let active = dir.join(logset::ACTIVE);
         let mut recovery = Recovery::default();

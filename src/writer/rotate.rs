@@ -228,11 +228,6 @@ impl Worker {
         crate::sinks::syslog_forward::saved_position(&self.state_dir)
     }
 
-    fn free_bytes(&self) -> Option<u64> {
-        let s = nix::sys::statvfs::statvfs(&self.dir).ok()?;
-        Some(s.blocks_available() as u64 * s.fragment_size() as u64)
-    }
-
     fn enforce_retention(&self) {
         let Ok(files) = logset::list(&self.dir) else {
             return;
@@ -260,9 +255,7 @@ impl Worker {
             let over_bytes =
                 self.retention.max_total_bytes > 0 && total > self.retention.max_total_bytes;
             let low_space = self.retention.min_free_bytes > 0
-                && self
-                    .free_bytes()
-                    .is_some_and(|f| f < self.retention.min_free_bytes);
+                && logset::free_bytes(&self.dir).is_some_and(|f| f < self.retention.min_free_bytes);
             if !(over_count || over_bytes || low_space) {
                 break;
             }
