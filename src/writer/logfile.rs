@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -86,6 +86,24 @@ pub(crate) struct LogWriter {
     compressor: super::Compressor,
 }
 
+/// Length of `f` up to and including its last newline (0 if none), read
+/// backwards in chunks so only the tail is touched.
+fn complete_len(f: &mut File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(p) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + p as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// fsyncs a directory so a create or rename in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -132,13 +150,17 @@ impl LogWriter {
                 .write(true)
                 .open(&active)
                 .map_err(io_err(format!("open {}", active.display())))?;
-            let mut data = Vec::new();
-            f.read_to_end(&mut data)
-                .map_err(io_err(format!("read {}", active.display())))?;
-            let good = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-            if good < data.len() {
-                recovery.torn_bytes = (data.len() - good) as u64;
-                f.set_len(good as u64).map_err(io_err(format!(
+            // Stream the file: it can be as large as rotate_size, and
+            // start-up memory must stay bounded too.
+            let len = f
+                .metadata()
+                .map_err(io_err(format!("stat {}", active.display())))?
+                .len();
+            let good =
+                complete_len(&mut f, len).map_err(io_err(format!("read {}", active.display())))?;
+            if good < len {
+                recovery.torn_bytes = len - good;
+                f.set_len(good).map_err(io_err(format!(
                     "truncate torn tail of {}",
                     active.display()
                 )))?;
@@ -149,13 +171,13 @@ impl LogWriter {
                     file = %active.display(),
                     "cut a torn last line at start-up"
                 );
-                data.truncate(good);
             }
-            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(text) = std::str::from_utf8(line) else {
-                    continue;
-                };
-                let Ok(rec) = record::parse_line(text) else {
+            f.seek(SeekFrom::Start(0))
+                .map_err(io_err(format!("read {}", active.display())))?;
+            let lines = logset::Lines::new(BufReader::with_capacity(1 << 16, &f));
+            for text in lines {
+                let text = text.map_err(io_err(format!("read {}", active.display())))?;
+                let Ok(rec) = record::parse_line(&text) else {
                     continue;
                 };
                 recovery.records_in_active += 1;
