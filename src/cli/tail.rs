@@ -40,15 +40,20 @@ struct Filter {
 }
 
 impl Filter {
-    fn keep(&self, line: &str) -> bool {
-        if self.codes.is_empty() && self.component.is_none() {
+    fn is_empty(&self) -> bool {
+        self.codes.is_empty() && self.component.is_none()
+    }
+
+    /// Whether a line passes; `rec` is the line parsed (None if it is not a
+    /// record, which only an empty filter lets through).
+    fn keep(&self, rec: Option<&record::ParsedRecord>) -> bool {
+        if self.is_empty() {
             return true;
         }
-        let Ok(r) = record::parse_line(line) else {
-            return false;
-        };
-        (self.codes.is_empty() || self.codes.contains(&r.code))
-            && self.component.map_or(true, |c| r.component() == Some(c))
+        rec.is_some_and(|r| {
+            (self.codes.is_empty() || self.codes.contains(&r.code))
+                && self.component.map_or(true, |c| r.component() == Some(c))
+        })
     }
 }
 
@@ -73,7 +78,10 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     file.read_to_end(&mut data)?;
     let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     let text = String::from_utf8_lossy(&data[..complete]);
-    let kept: Vec<&str> = text.lines().filter(|l| filter.keep(l)).collect();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| filter.is_empty() || filter.keep(record::parse_line(l).ok().as_ref()))
+        .collect();
     for l in &kept[kept.len().saturating_sub(args.lines)..] {
         writeln!(out, "{l}")?;
     }
@@ -156,13 +164,14 @@ impl Printer {
     }
 
     fn line(&mut self, s: &str, out: &mut impl Write) -> std::io::Result<()> {
-        if let Ok(r) = record::parse_line(s) {
+        let rec = record::parse_line(s).ok();
+        if let Some(r) = &rec {
             if r.seq <= self.last_seq {
                 return Ok(());
             }
             self.last_seq = r.seq;
         }
-        if self.filter.keep(s) {
+        if self.filter.keep(rec.as_ref()) {
             writeln!(out, "{s}")?;
         }
         Ok(())
