@@ -121,15 +121,21 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Appends one entry and waits until it is durable under the flush policy.
-    /// Waits for room in the queue (back-pressure) rather than failing.
-    pub async fn append(&self, entry: Entry) -> Result<Ack, AppendError> {
+    /// Sends one command and waits for its answer; a gone writer means the
+    /// daemon is stopping.
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AppendError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Command::Append(Box::new(entry), tx))
+            .send(make(tx))
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
         rx.await.map_err(|_| AppendError::ShuttingDown)?
+    }
+
+    /// Appends one entry and waits until it is durable under the flush policy.
+    /// Waits for room in the queue (back-pressure) rather than failing.
+    pub async fn append(&self, entry: Entry) -> Result<Ack, AppendError> {
+        self.request(|r| Command::Append(Box::new(entry), r)).await
     }
 
     /// Queues one entry and returns the receiver of its outcome without
@@ -149,32 +155,17 @@ impl WriterHandle {
 
     /// Rotates the active file; returns the rotated file's path.
     pub async fn rotate(&self) -> Result<PathBuf, AppendError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Rotate(tx))
-            .await
-            .map_err(|_| AppendError::ShuttingDown)?;
-        rx.await.map_err(|_| AppendError::ShuttingDown)?
+        self.request(Command::Rotate).await
     }
 
     /// Applies a reloaded `[log]` section and writes 60904.
     pub async fn reload(&self, log: LogConfig) -> Result<Ack, AppendError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Reload(Box::new(log), tx))
-            .await
-            .map_err(|_| AppendError::ShuttingDown)?;
-        rx.await.map_err(|_| AppendError::ShuttingDown)?
+        self.request(|r| Command::Reload(Box::new(log), r)).await
     }
 
     /// Writes 60902, syncs and stops the writer thread.
     pub async fn shutdown(&self) -> Result<Ack, AppendError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Shutdown(tx))
-            .await
-            .map_err(|_| AppendError::ShuttingDown)?;
-        rx.await.map_err(|_| AppendError::ShuttingDown)?
+        self.request(Command::Shutdown).await
     }
 
     /// Wakes the writer for periodic work; never waits (a full queue means
