@@ -396,3 +396,56 @@ pub fn explain(cmd: &str, out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Whether a missing tool or missing root must fail the test instead of
+/// skipping it: set by `.ci/run` (and on by default as root, which is how
+/// CI runs), so CI can never pass by skipping.
+pub fn must_not_skip() -> bool {
+    std::env::var_os("NXAUDIT_REQUIRE_ALL").is_some_and(|v| v != "0") || is_root()
+}
+
+/// Root-only test guard: returns false (skip) for a non-root developer
+/// run, panics when skipping is not allowed (CI).
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !must_not_skip(),
+        "{test} needs root and NXAUDIT_REQUIRE_ALL is set"
+    );
+    eprintln!("{test}: skipped (needs root)");
+    false
+}
+
+/// A real local account for attack tests: created with `useradd` the first
+/// time (needs root), reused afterwards. Returns `(uid, gid)`.
+pub fn test_user(name: &str) -> (u32, u32) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lookup = || {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+    };
+    if let Some(ids) = lookup() {
+        return ids;
+    }
+    let out = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .output()
+        .expect("run useradd");
+    // Another test process may have created it meanwhile (exit 9).
+    if let Some(ids) = lookup() {
+        return ids;
+    }
+    panic!("useradd {name} failed: {}", explain("useradd", &out));
+}
