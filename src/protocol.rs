@@ -248,6 +248,20 @@ pub fn valid_detail_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Bracket sources that an Engine name may not take (compared
+/// case-insensitively, surrounding white space ignored): an Engine called
+/// `Portal` would write `[Portal|…]` and pass for a Portal record. `Engine`
+/// itself is allowed: it is what an Engine record without a name shows.
+pub const RESERVED_ENGINE_NAMES: [&str; 4] = ["Console", "WebConsole", "Portal", "Appliance"];
+
+/// Whether `name` is one of [`RESERVED_ENGINE_NAMES`].
+pub fn is_reserved_engine_name(name: &str) -> bool {
+    let name = name.trim();
+    RESERVED_ENGINE_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// An event as sent by a client, after JSON decoding and before validation.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -401,6 +415,12 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
     check_text("user", &w.user, 256)?;
     check_text("client", &w.client, 256)?;
     check_text("engine", &w.engine, 256)?;
+    if let Some(name) = w.engine.as_deref().filter(|n| is_reserved_engine_name(n)) {
+        return Err(bad(format!(
+            "engine {name:?} is reserved: an Engine name cannot be {}",
+            RESERVED_ENGINE_NAMES.join(", ")
+        )));
+    }
     check_text("description", &w.description, 1024)?;
     check_text("time", &w.time, 64)?;
     if let Some(id) = &w.id {
@@ -529,5 +549,19 @@ mod tests {
                 .kind,
             ErrorKind::BadUtf8
         );
+    }
+
+    #[test]
+    fn reserved_engine_names_are_refused_naming_the_field() {
+        for name in ["Portal", "console", " APPLIANCE ", "WebConsole"] {
+            let line = format!(r#"{{"code":10009,"engine":{name:?}}}"#);
+            let r = parse_line(line.as_bytes(), false).unwrap_err();
+            assert_eq!(r.kind, ErrorKind::BadField, "{name}");
+            assert!(r.detail.starts_with("engine "), "{}", r.detail);
+        }
+        for name in ["Engine", "Engine-01", "Portal-2", ""] {
+            let line = format!(r#"{{"code":10009,"engine":{name:?}}}"#);
+            assert!(parse_line(line.as_bytes(), false).is_ok(), "{name}");
+        }
     }
 }
