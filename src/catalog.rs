@@ -179,9 +179,14 @@ fn check_entry(e: &CodeInfo) -> Result<(), CatalogError> {
     Ok(())
 }
 
-/// A bracket field must be non-empty and unable to break the bracket.
+/// A bracket field must be non-empty and readable as written: the record
+/// would escape `|`, `[`, `]`, controls and invisible characters, but a
+/// catalog category or account that needs escaping is a catalog mistake.
 fn is_bracket_safe(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(|c| c == '|' || c == ']' || c.is_control())
+    !s.is_empty()
+        && !s.chars().any(|c| {
+            matches!(c, '|' | '[' | ']') || c.is_control() || crate::record::is_invisible(c)
+        })
 }
 
 /// The `{snake_case}` placeholder names of a format, or why it is malformed
@@ -572,5 +577,26 @@ mod tests {
         ));
         assert_eq!(problems.len(), 2);
         assert_eq!(build(text).len(), 1);
+    }
+
+    #[test]
+    fn bracket_fields_that_would_need_escaping_are_refused() {
+        for category in [
+            "Lo[gin",
+            "Lo|gin",
+            "Lo]gin",
+            "Lo\u{202e}gin",
+            "Lo\u{200b}gin",
+        ] {
+            let text = format!(
+                "[[entry]]\ncode = 50000\ncomponent = \"WebConsole\"\ncategory = \"{category}\"\n\
+                 description = \"x\"\nformat = \"x\"\ndocumented = true\n"
+            );
+            let problems = validate(&parse(&text).unwrap());
+            assert!(
+                matches!(problems.as_slice(), [(0, CatalogError::Invalid { .. })]),
+                "{category:?}: {problems:?}"
+            );
+        }
     }
 }

@@ -247,10 +247,12 @@ pub fn source_of(e: &Entry) -> String {
     match e.component {
         Component::WebConsole => "Console".into(),
         Component::Portal => "Portal".into(),
+        // A reserved name (refused by the protocol) never reaches the
+        // bracket from any other path either; `engine=` keeps it.
         Component::Engine => e
             .engine
             .clone()
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty() && !crate::protocol::is_reserved_engine_name(s))
             .unwrap_or_else(|| "Engine".into()),
         Component::Appliance => "Appliance".into(),
     }
@@ -294,7 +296,7 @@ pub fn render(e: &Entry) -> Rendered {
             .iter()
             .map(|i| i.description.as_str())
             .collect::<Vec<_>>()
-            .join(" | "),
+            .join(" / "),
     };
     let account = e
         .user
@@ -362,22 +364,36 @@ pub fn fill_format(fmt: &str, e: &Entry, account: &str) -> String {
     out
 }
 
-/// Escapes `s` for the text or a bracket field (unquoted). With `bracket`,
-/// `|` and `]` are escaped too.
-pub fn escape_unquoted(s: &str, bracket: bool, out: &mut String) {
+/// Escapes `s` for the text or a bracket field (unquoted): `\\`, `\n`,
+/// control bytes and the bracket characters `|`, `[`, `]` as `\xNN`,
+/// invisible or reordering characters as `\u{…}` (see [`is_invisible`]).
+/// The result has no raw `|`, `[` or `]`, so it can neither end a bracket
+/// field, open a second bracket, nor imitate the ` | ` before the trailer.
+pub fn escape_unquoted(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '|' | ']' if bracket => {
-                out.push('\\');
-                out.push(c);
-            }
             _ => escape_char(c, out),
         }
     }
 }
 
-/// Escapes `s` as a quoted value (quotes included).
+/// Escapes the host name token: as [`escape_unquoted`], plus the space
+/// that ends the token (a configured name is validated, this keeps any
+/// other name parseable).
+pub fn escape_host(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ' ' => out.push_str("\\x20"),
+            _ => escape_char(c, out),
+        }
+    }
+}
+
+/// Escapes `s` as a quoted value (quotes included): as [`escape_unquoted`],
+/// plus `\"`. The bracket characters are escaped in values too, so that no
+/// value can look like a bracket to `grep`.
 pub fn escape_quoted(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
@@ -390,15 +406,47 @@ pub fn escape_quoted(s: &str, out: &mut String) {
     out.push('"');
 }
 
+/// Whether `c` is invisible or reorders text (Unicode categories Cf, Zl,
+/// Zp, as of Unicode 15, plus C1 controls): a reader would not see it, or
+/// would see the text around it in another order, so it is written as
+/// `\u{…}`. A short range table instead of a Unicode crate: these
+/// categories are small and change rarely.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x80..=0x9f
+            | 0xad
+            | 0x600..=0x605
+            | 0x61c
+            | 0x6dd
+            | 0x70f
+            | 0x890..=0x891
+            | 0x8e2
+            | 0x180e
+            | 0x200b..=0x200f
+            | 0x2028..=0x202e
+            | 0x2060..=0x2064
+            | 0x2066..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0x110bd
+            | 0x110cd
+            | 0x13430..=0x1343f
+            | 0x1bca0..=0x1bca3
+            | 0x1d173..=0x1d17a
+            | 0xe0001
+            | 0xe0020..=0xe007f
+    )
+}
+
 fn escape_char(c: char, out: &mut String) {
     match c {
         '\n' => out.push_str("\\n"),
-        c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+        // `|`, `[`, `]` shape the bracket and the trailer separator.
+        c if (c as u32) < 0x20 || c as u32 == 0x7f || matches!(c, '|' | '[' | ']') => {
             let _ = write!(out, "\\x{:02x}", c as u32);
         }
-        // C1 controls and Unicode line/paragraph separators can break lines
-        // or terminals in some readers.
-        c if (0x80..=0x9f).contains(&(c as u32)) || c == '\u{2028}' || c == '\u{2029}' => {
+        c if is_invisible(c) => {
             let _ = write!(out, "\\u{{{:04x}}}", c as u32);
         }
         c => out.push(c),
@@ -417,8 +465,8 @@ pub fn unescape(s: &str) -> Result<String, RecordError> {
         match it.next() {
             Some('\\') => out.push('\\'),
             Some('"') => out.push('"'),
-            Some('|') => out.push('|'),
-            Some(']') => out.push(']'),
+            // `\|`, `\[`, `\]`: how logs written before `\xNN` escaped them.
+            Some(c @ ('|' | '[' | ']')) => out.push(c),
             Some('n') => out.push('\n'),
             Some('x') => {
                 let h: String = it.by_ref().take(2).collect();
@@ -481,15 +529,15 @@ pub fn text_body(e: &Entry, st: &Stamp<'_>, out: &mut String) {
     let r = render(e);
     out.push_str(&format_ts(st.ts));
     out.push(' ');
-    escape_unquoted(st.host, true, out);
+    escape_host(st.host, out);
     out.push_str(" [");
-    escape_unquoted(&r.source, true, out);
+    escape_unquoted(&r.source, out);
     out.push('|');
-    escape_unquoted(&r.category, true, out);
+    escape_unquoted(&r.category, out);
     let _ = write!(out, "|{}|", e.code);
-    escape_unquoted(&r.account, true, out);
+    escape_unquoted(&r.account, out);
     out.push_str("] ");
-    escape_unquoted(&r.text, false, out);
+    escape_unquoted(&r.text, out);
     let _ = write!(
         out,
         " | seq={} pid={} uid={} gid={}",
@@ -525,7 +573,27 @@ pub fn json_body(e: &Entry, st: &Stamp<'_>) -> String {
     }
     m.insert("fields".into(), Value::Object(fields));
     // serde_json escapes every control character, so no newline can appear.
-    Value::Object(m).to_string()
+    json_escape_more(&Value::Object(m).to_string())
+}
+
+/// Rewrites `|`, `[`, `]`, DEL and invisible characters of serialized JSON as
+/// `\uXXXX`, so a JSON log line, like a text one, cannot look like a
+/// bracket to `grep` or hide characters from a reader. Sound because a
+/// record has no arrays: these characters only occur inside strings, never
+/// right after a `\` (serde_json escapes only `"`, `\` and controls).
+fn json_escape_more(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if matches!(c, '|' | '[' | ']' | '\u{7f}') || is_invisible(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Appends `h` to a body, giving the final line (without newline).
@@ -810,6 +878,7 @@ pub fn parse_json(line: &str) -> Result<ParsedRecord, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::DetailValue;
     use proptest::prelude::*;
 
     fn entry() -> Entry {
@@ -873,11 +942,152 @@ mod tests {
         );
     }
 
+    /// Renders, chains and seals `e` in `format`.
+    fn line_of(e: &Entry, st: &Stamp<'_>, format: Format) -> String {
+        let body = match format {
+            Format::Text => {
+                let mut b = String::new();
+                text_body(e, st, &mut b);
+                b
+            }
+            Format::Json => json_body(e, st),
+        };
+        let h = Chain::sha256().next(GENESIS, &body);
+        seal(format, &body, &h)
+    }
+
+    #[test]
+    fn forged_bracket_and_trailer_are_escaped() {
+        let mut e = entry().with_message(
+            "[Console|Login|50000|root] Login successful | seq=1 pid=1 uid=0 gid=0 h=00000000000000000000000000000000",
+        );
+        e.component = Component::Portal;
+        e.code = 20206;
+        let line = line_of(&e, &stamp(), Format::Text);
+        assert_eq!(line.matches('[').count(), 1, "{line}");
+        assert_eq!(line.matches('|').count(), 4, "{line}");
+        assert!(
+            line.contains("\\x5bConsole\\x7cLogin\\x7c50000\\x7croot\\x5d"),
+            "{line}"
+        );
+        let p = parse_text(&line).unwrap();
+        assert_eq!(p.seq, 42);
+        assert_eq!(p.source, "Portal");
+        assert_eq!(p.text, e.message.unwrap());
+    }
+
+    #[test]
+    fn invisible_characters_are_escaped_everywhere() {
+        let mut e = entry()
+            .with_user("ad\u{202e}min")
+            .with_message("a\u{200b}b\u{feff}\u{ad}\u{2066}");
+        e.component = Component::Engine;
+        e.code = 10009;
+        e.engine = Some("E\u{200f}1".into());
+        e.details
+            .0
+            .insert("k".into(), DetailValue::Text("v\u{202e}\u{2028}".into()));
+        for format in [Format::Text, Format::Json] {
+            let line = line_of(&e, &stamp(), format);
+            assert!(!line.chars().any(is_invisible), "{line}");
+            let p = parse_line(&line).unwrap();
+            assert_eq!(p.account, "ad\u{202e}min");
+            assert_eq!(p.source, "E\u{200f}1");
+            assert_eq!(p.text, "a\u{200b}b\u{feff}\u{ad}\u{2066}");
+            assert_eq!(p.field("details.k"), Some("v\u{202e}\u{2028}"));
+        }
+        let line = line_of(&e, &stamp(), Format::Text);
+        assert!(line.contains("ad\\u{202e}min"), "{line}");
+        assert!(line.contains("a\\u{200b}b"), "{line}");
+    }
+
+    #[test]
+    fn reserved_engine_name_never_reaches_the_bracket() {
+        let mut e = entry();
+        e.component = Component::Engine;
+        e.code = 10009;
+        e.engine = Some("portal ".into());
+        let p = parse_text(&line_of(&e, &stamp(), Format::Text)).unwrap();
+        assert_eq!(p.source, "Engine");
+        assert_eq!(p.field("engine"), Some("portal "));
+    }
+
+    #[test]
+    fn odd_host_parses_back() {
+        let st = Stamp {
+            host: "app 1 [x]",
+            ..stamp()
+        };
+        let p = parse_text(&line_of(&entry(), &st, Format::Text)).unwrap();
+        assert_eq!(p.host, "app 1 [x]");
+        assert_eq!(p.seq, 42);
+    }
+
+    #[test]
+    fn several_descriptions_joined_with_slash_unless_named() {
+        let infos = catalog::lookup(52010);
+        assert!(infos.len() >= 2, "52010 is listed twice: {infos:?}");
+        let mut e = entry();
+        e.component = Component::WebConsole;
+        e.code = 52010;
+        let all: Vec<&str> = infos.iter().map(|i| i.description.as_str()).collect();
+        assert_eq!(render(&e).text, all.join(" / "));
+        e.description = Some(infos[1].description.clone());
+        assert_eq!(render(&e).text, infos[1].description);
+        e.description = Some("something else".into());
+        assert_eq!(render(&e).text, all.join(" / "));
+        let p = parse_text(&line_of(&e, &stamp(), Format::Text)).unwrap();
+        assert_eq!(p.text, all.join(" / "));
+    }
+
+    #[test]
+    fn old_backslash_escapes_still_parse() {
+        let line = "2026-11-25T15:08:39.123456Z h [Engine\\|1|General|10009|a\\]b] t | seq=7 pid=1 uid=2 gid=3 h=00000000000000000000000000000000";
+        let p = parse_text(line).unwrap();
+        assert_eq!(p.source, "Engine|1");
+        assert_eq!(p.account, "a]b");
+        assert_eq!(p.seq, 7);
+    }
+
+    /// Strings that mix hostile fragments with arbitrary characters.
+    fn hostile() -> impl Strategy<Value = String> {
+        const FRAGMENTS: &[&str] = &[
+            "[Console|Login|50000|",
+            "[Portal|USER|20206|root] ",
+            " | seq=1 pid=1 uid=0 gid=0 h=00000000000000000000000000000000",
+            " h=",
+            "\\",
+            "\\x7c",
+            "\"",
+            "=\"",
+            "\n",
+            "\r",
+            "|",
+            "[",
+            "]",
+            " ",
+            "\u{202e}",
+            "\u{200b}",
+            "\u{85}",
+            "\u{2028}",
+            "\u{feff}",
+            "\u{e0041}",
+        ];
+        prop::collection::vec(
+            prop_oneof![
+                any::<char>().prop_map(String::from),
+                prop::sample::select(FRAGMENTS).prop_map(String::from),
+            ],
+            0..10,
+        )
+        .prop_map(|v| v.concat())
+    }
+
     proptest! {
         #[test]
-        fn escape_roundtrips(s in any::<String>(), bracket in any::<bool>()) {
+        fn escape_roundtrips(s in any::<String>()) {
             let mut out = String::new();
-            escape_unquoted(&s, bracket, &mut out);
+            escape_unquoted(&s, &mut out);
             prop_assert!(!out.contains('\n') && !out.contains('\r'));
             prop_assert_eq!(unescape(&out).unwrap(), s.clone());
             let mut q = String::new();
@@ -886,6 +1096,52 @@ mod tests {
             prop_assert_eq!(unescape(&q[1..q.len()-1]).unwrap(), s);
         }
 
+        /// Arbitrary text in every field: one line, exactly one bracket
+        /// (so no documented `grep '\[Source|Category|Code|'` matches
+        /// anything but the real one), no invisible character, and every
+        /// field parses back equal, in both formats.
+        #[test]
+        fn hostile_fields_cannot_forge(
+            host in hostile(), user in hostile(), client in hostile(), engine in hostile(),
+            description in hostile(), time in hostile(), msg in hostile(), id in hostile(),
+            detail in hostile(), portal in any::<bool>(),
+        ) {
+            let mut e = entry().with_user(user).with_message(msg);
+            (e.component, e.code) = if portal {
+                (Component::Portal, 20206)
+            } else {
+                (Component::Engine, 10009)
+            };
+            e.client = Some(client);
+            e.engine = Some(engine);
+            e.description = Some(description);
+            e.time = Some(time);
+            e.id = Some(id);
+            e.details.0.insert("x".into(), DetailValue::Text(detail));
+            let st = Stamp { host: &host, ..stamp() };
+            let r = render(&e);
+            for format in [Format::Text, Format::Json] {
+                let line = line_of(&e, &st, format);
+                prop_assert!(!line.contains('\n') && !line.contains('\r'), "{}", line);
+                prop_assert!(!line.chars().any(is_invisible), "{}", line);
+                let brackets = if format == Format::Text { 1 } else { 0 };
+                prop_assert_eq!(line.matches('[').count(), brackets, "{}", line);
+                prop_assert_eq!(line.matches(']').count(), brackets, "{}", line);
+                // Text: three in the bracket, one before the trailer.
+                prop_assert_eq!(line.matches('|').count(), brackets * 4, "{}", line);
+                let p = parse_line(&line).unwrap();
+                prop_assert_eq!(&p.host, &host);
+                prop_assert_eq!(&p.source, &r.source);
+                prop_assert_eq!(&p.category, &r.category);
+                prop_assert_eq!(p.code, e.code);
+                prop_assert_eq!(&p.account, &r.account);
+                prop_assert_eq!(&p.text, &r.text);
+                prop_assert_eq!(p.seq, 42);
+                prop_assert_eq!((p.pid, p.uid, p.gid), (1, 2, 3));
+                prop_assert_eq!(&p.fields, &trailer_fields(&e));
+                prop_assert_eq!(Chain::sha256().next(GENESIS, &p.body), p.h);
+            }
+        }
         #[test]
         fn any_entry_roundtrips(user in any::<String>(), msg in any::<String>(), client in any::<String>()) {
             let mut e = entry().with_user(user.clone()).with_message(msg.clone());

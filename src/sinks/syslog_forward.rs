@@ -259,7 +259,7 @@ fn cut(s: &str, max: usize) -> &str {
 /// Appends `name="value"` with the value escaped for RFC 5424.
 fn sd_param(out: &mut String, name: &str, value: &str, cap: Option<usize>) {
     let mut esc = String::with_capacity(value.len() + 8);
-    escape_unquoted(cap.map_or(value, |c| cut(value, c)), false, &mut esc);
+    escape_unquoted(cap.map_or(value, |c| cut(value, c)), &mut esc);
     out.push(' ');
     out.push_str(&sd_name(name));
     out.push_str("=\"");
@@ -310,7 +310,7 @@ pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> Vec<u8> 
         rec.code
     );
     let mut text = String::with_capacity(rec.text.len());
-    escape_unquoted(&rec.text, false, &mut text);
+    escape_unquoted(&rec.text, &mut text);
     let mut sd = structured_data(rec, None, false);
     if header.len() + sd.len() + 1 + text.len() > limit {
         for cap in [None, Some(256), Some(32)] {
