@@ -55,7 +55,8 @@ pub struct Config {
     pub log_dir: PathBuf,
     /// Directory of the daemon's state (cursors, positions, status).
     pub state_dir: PathBuf,
-    /// Host name written in records; empty = the system's.
+    /// Host name written in records; empty = the system's. Must be an
+    /// RFC 1123 name (see [`check_hostname`]) so records parse back.
     pub hostname: String,
     /// Socket limits.
     pub listener: ListenerConfig,
@@ -437,6 +438,10 @@ impl Config {
             path: path.to_path_buf(),
             message: m,
         };
+        if !self.hostname.is_empty() {
+            check_hostname(&self.hostname)
+                .map_err(|why| bad(format!("hostname {:?}: {why}", self.hostname)))?;
+        }
         if self.listener.max_connections == 0 {
             return Err(bad("listener.max_connections must be at least 1".into()));
         }
@@ -474,21 +479,95 @@ impl Config {
         Ok(())
     }
 
-    /// The host name to write in records.
+    /// The host name to write in records: `hostname` when set (validated
+    /// at load), else the system's, made RFC 1123 by [`sanitize_hostname`]
+    /// (logged once) rather than refusing to audit because of it.
     pub fn effective_hostname(&self) -> String {
         if !self.hostname.is_empty() {
-            return self.hostname.clone();
+            return sanitize_hostname(&self.hostname);
         }
-        nix::unistd::gethostname()
+        let system = nix::unistd::gethostname()
             .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into())
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = sanitize_hostname(&system);
+        if name != system {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    system = ?system,
+                    written = %name,
+                    "the system host name is not an RFC 1123 name; records carry the sanitised name (set `hostname` to choose one)"
+                );
+            });
+        }
+        name
     }
 
     /// Path of the active log file.
     pub fn active_log(&self) -> PathBuf {
         self.log_dir.join("audit.log")
     }
+}
+
+/// Longest host name (RFC 1123 §2.1, DNS).
+pub const MAX_HOSTNAME: usize = 253;
+/// Longest label of a host name.
+pub const MAX_HOSTNAME_LABEL: usize = 63;
+
+/// Checks an RFC 1123 host name: 1–253 bytes of dot-separated labels, each
+/// 1–63 letters, digits or `-`, not starting or ending with `-`. Records
+/// carry it unquoted before the bracket, so nothing else may appear there.
+pub fn check_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_HOSTNAME {
+        return Err(format!("must be 1-{MAX_HOSTNAME} characters"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > MAX_HOSTNAME_LABEL {
+            return Err(format!(
+                "every dot-separated label must be 1-{MAX_HOSTNAME_LABEL} characters"
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!(
+                "{c:?} is not allowed (letters, digits, '-' and '.' only)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label cannot start or end with '-'".into());
+        }
+    }
+    Ok(())
+}
+
+/// Turns any string into a host name [`check_hostname`] accepts: other
+/// characters become `-`, labels are trimmed of `-` and cut to 63 bytes,
+/// empty labels dropped, the name cut to 253 bytes at a label boundary;
+/// nothing left gives `localhost`. A valid name comes back unchanged.
+pub fn sanitize_hostname(raw: &str) -> String {
+    let mut labels: Vec<String> = Vec::new();
+    for label in raw.split('.') {
+        let mapped: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let mut l = mapped.trim_matches('-').to_string();
+        l.truncate(MAX_HOSTNAME_LABEL);
+        let l = l.trim_end_matches('-').to_string();
+        if !l.is_empty() {
+            labels.push(l);
+        }
+    }
+    while labels.iter().map(|l| l.len() + 1).sum::<usize>() > MAX_HOSTNAME + 1 {
+        labels.pop();
+    }
+    if labels.is_empty() {
+        return "localhost".into();
+    }
+    labels.join(".")
 }
 
 /// Parses an octal mode string like `"0640"`.
@@ -653,5 +732,48 @@ engines = [{ name = "Engine-01", url = "https://engine01.example:443" }]
         assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn hostname_checked_at_load_naming_the_key() {
+        let p = Path::new("t.toml");
+        for bad in [
+            "app 1 [x]",
+            "a|b",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            "h\u{202e}x",
+            ".a",
+        ] {
+            let err = Config::from_toml(&format!("hostname = {bad:?}"), p)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("hostname"), "{bad}: {err}");
+        }
+        let long_label = "a".repeat(64);
+        assert!(Config::from_toml(&format!("hostname = {long_label:?}"), p).is_err());
+        let long_name = vec!["a".repeat(63); 4].join(".");
+        assert!(long_name.len() > MAX_HOSTNAME);
+        assert!(Config::from_toml(&format!("hostname = {long_name:?}"), p).is_err());
+        for good in ["appliance1", "0-9.A--b.example", "x", &"a".repeat(63)] {
+            let cfg = Config::from_toml(&format!("hostname = {good:?}"), p).expect(good);
+            assert_eq!(cfg.effective_hostname(), good);
+        }
+    }
+
+    #[test]
+    fn sanitized_hostname_is_valid() {
+        assert_eq!(sanitize_hostname("app 1 [x]"), "app-1--x");
+        assert_eq!(sanitize_hostname(""), "localhost");
+        assert_eq!(sanitize_hostname("..--.."), "localhost");
+        assert_eq!(sanitize_hostname("ok.example"), "ok.example");
+        assert_eq!(sanitize_hostname("caf\u{e9}.x"), "caf.x");
+        let huge = "b".repeat(300) + "." + &"c".repeat(300);
+        for raw in ["app 1 [x]", "a\u{202e}|b", &huge, "-a-.-b-", "x\ny"] {
+            let s = sanitize_hostname(raw);
+            assert!(check_hostname(&s).is_ok(), "{raw:?} -> {s:?}");
+        }
     }
 }
