@@ -8,6 +8,7 @@ mod api;
 mod catalog;
 mod corpus;
 mod durability;
+mod hostile_records;
 mod journal;
 mod lifecycle;
 mod logsets;
