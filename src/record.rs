@@ -10,11 +10,14 @@
 //! TS HOST [source|category|code|account] text | seq=N pid=P uid=U gid=G key="value" … h=HEX
 //! ```
 //!
-//! Escaping guarantees that no input can produce a newline or forge a field:
-//! `\\`, control bytes and C1/line-separator characters are escaped
-//! everywhere; `"` inside quoted values; `|` and `]` inside the bracket.
-//! Because the free text may itself contain ` | seq=`, the parser looks for
-//! the one ` | ` after which the rest of the line is a well-formed trailer.
+//! Escaping guarantees that no input can produce a newline, forge a field or
+//! imitate a bracket, even for a plain `grep`: `\\`, `\n`, control bytes
+//! and `|`, `[`, `]` (as `\xNN`), and invisible or reordering characters (as
+//! `\u{…}`) are escaped in every field; `"` inside quoted values; the space
+//! in the host token. A new line thus has one `[`, one `]` and four `|`.
+//! Logs written before this scheme may hold `\|` or `\]` and text with a
+//! raw ` | seq=`, so the parser reads those escapes and looks for the one
+//! ` | ` after which the rest of the line is a well-formed trailer.
 
 use std::fmt::Write as _;
 
