@@ -996,8 +996,8 @@ mod tests {
         assert_eq!(sd.param("account"), Some("nexthink"));
         assert_eq!(sd.param("client"), Some("2001:db8::1"));
         assert_eq!(sd.param("h"), Some(r.h.as_str()));
-        // Quotes, ] and \ survive; the newline arrives escaped as in the log.
-        assert_eq!(sd.param("command"), Some("echo \"a] b\\c\"\\nnext"));
+        // Quotes and \ survive; the newline and ] arrive escaped as in the log.
+        assert_eq!(sd.param("command"), Some("echo \"a\\x5d b\\c\"\\nnext"));
         assert_eq!(p.message, "SSH logon");
         assert_eq!(severity(60002), 5);
     }
