@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
     let code = match run(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("nxaudit: {e:#}");
+            eprintln!("nxaudit: {}", cli::error_chain(e.as_ref()));
             2
         }
     };
