@@ -146,16 +146,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                         printer.feed(&buf[..n], &mut out)?;
                     }
                     printer.pending.clear();
-                    for f in crate::logset::list(&ctx.config.log_dir)? {
-                        if f.active || f.first_seq.is_some_and(|s| s <= printer.last_seq) {
-                            continue;
-                        }
-                        if let Ok(r) = crate::logset::open(&f) {
-                            for line in crate::logset::Lines::new(r) {
-                                printer.line(&line?, &mut out)?;
-                            }
-                        }
-                    }
+                    print_rotated_since(&ctx.config.log_dir, &mut printer, &mut out)?;
                     out.flush()?;
                     ino = next.metadata()?.ino();
                     file = next;
@@ -164,6 +155,47 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             }
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints the rotated files that hold records after the printer's last
+/// seq, oldest first. A plain file listed a moment ago may be gone when it
+/// is opened: the compressor has just replaced it by its `.zst`/`.gz`.
+/// That is no reason to skip its records (skipping them lost lines when
+/// the machine was busy and the compressor won the race): list again and
+/// read the compressed copy.
+fn print_rotated_since(
+    dir: &std::path::Path,
+    printer: &mut Printer,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut attempts = 0;
+    'list: loop {
+        for f in crate::logset::list(dir)? {
+            if f.active || f.first_seq.is_some_and(|s| s <= printer.last_seq) {
+                continue;
+            }
+            let reader = match crate::logset::open(&f) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    attempts += 1;
+                    if attempts < 100 {
+                        continue 'list;
+                    }
+                    // Still gone: removed by retention, not compressed.
+                    eprintln!(
+                        "nxaudit tail: {} vanished before it could be read",
+                        f.path.display()
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("open {}", f.path.display())),
+            };
+            for line in crate::logset::Lines::new(reader) {
+                printer.line(&line?, out)?;
+            }
+        }
+        return Ok(());
     }
 }
 
