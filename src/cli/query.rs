@@ -37,10 +37,15 @@ const PROGRESS_ABOVE: u64 = 256 << 20;
 pub struct Args {
     /// Records at or after this time: RFC 3339, yyyy-mm-dd[Thh:mm:ss] (UTC),
     /// now, today, yesterday, tomorrow, or -2h / "2h ago" / 30m / 1d.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Records strictly before this time (same forms as --since).
-    #[arg(long, value_name = "TIME", conflicts_with = "before_date")]
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "before_date",
+        allow_hyphen_values = true
+    )]
     pub until: Option<String>,
     /// Records strictly before this date or datetime (the API's before_date).
     #[arg(long, value_name = "DATE")]

@@ -11,6 +11,7 @@ mod durability;
 mod journal;
 mod lifecycle;
 mod logsets;
+mod operator;
 mod packaging;
 mod protocol;
 mod query;
