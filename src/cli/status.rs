@@ -44,22 +44,23 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
 pub fn render(doc: &Value, running: Option<i32>) -> String {
     let mut out = String::new();
     let s = |p: &str| doc.pointer(p).and_then(Value::as_str);
+    let t = |p: &str| s(p).map_or("?".to_string(), time);
     let n = |p: &str| doc.pointer(p).and_then(Value::as_u64);
     let has_doc = doc.as_object().is_some_and(|m| !m.is_empty());
     let headline = match (running, s("/state")) {
         (Some(pid), _) => format!(
             "nxauditd: running (pid {pid}), up {}, since {}",
             n("/uptime_s").map_or("?".into(), duration),
-            s("/started_at").unwrap_or("?")
+            t("/started_at")
         ),
         (None, Some("stopped")) => format!(
             "nxauditd: stopped at {} (clean stop)",
-            s("/stopped_at").unwrap_or("?")
+            t("/stopped_at")
         ),
         (None, _) if has_doc => format!(
             "nxauditd: not running; it did not stop cleanly (killed or crashed): \
              last status written at {}",
-            s("/updated_at").unwrap_or("?")
+            t("/updated_at")
         ),
         (None, _) => "nxauditd: not running (no status file)".to_string(),
     };
@@ -124,7 +125,7 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
         })
         .unwrap_or_default();
     if refusals.is_empty() {
-        refusals.push(("none".into(), String::new()));
+        refusals.push(("none".into(), "0".into()));
     }
     section("refusals by kind", refusals);
 
@@ -187,6 +188,15 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
         section("configuration", vec![("reload".into(), v)]);
     }
     out
+}
+
+/// An RFC 3339 time as `2026-12-03 03:47:22 UTC` (as given if it does not parse).
+pub fn time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(rfc3339.to_string(), |t| {
+        t.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    })
 }
 
 /// Bytes as `512 B`, `1.5 KiB`, `12.3 MiB`, `4.0 GiB`.
