@@ -53,10 +53,9 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
             n("/uptime_s").map_or("?".into(), duration),
             t("/started_at")
         ),
-        (None, Some("stopped")) => format!(
-            "nxauditd: stopped at {} (clean stop)",
-            t("/stopped_at")
-        ),
+        (None, Some("stopped")) => {
+            format!("nxauditd: stopped at {} (clean stop)", t("/stopped_at"))
+        }
         (None, _) if has_doc => format!(
             "nxauditd: not running; it did not stop cleanly (killed or crashed): \
              last status written at {}",

@@ -472,3 +472,68 @@ fn metrics_textfile_is_strict_prometheus_and_counts() {
     let last = d.records().last().unwrap().seq as f64;
     assert_eq!(value(&after, "nxaudit_last_seq", None), last);
 }
+
+/// docs/configuration.md lists every key the code knows, taken from the
+/// built-in defaults (Option keys, unset by default, are listed by hand),
+/// each under its section's heading.
+#[test]
+fn configuration_doc_lists_every_key() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let defaults = toml::Value::try_from(nxaudit::config::Config::default()).unwrap();
+    let section_of = |heading: &str| -> String {
+        let start = doc
+            .find(heading)
+            .unwrap_or_else(|| panic!("no section {heading}"));
+        let rest = &doc[start + heading.len()..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    };
+    let top = section_of("## Top level");
+    let mut missing = Vec::new();
+    for (k, v) in defaults.as_table().unwrap() {
+        match v {
+            toml::Value::Table(t) => {
+                let sec = section_of(&format!("## `[{k}]`"));
+                for key in t.keys() {
+                    if !sec.contains(&format!("| `{key}` |")) {
+                        missing.push(format!("{k}.{key}"));
+                    }
+                }
+            }
+            _ => {
+                if !top.contains(&format!("| `{k}` |")) {
+                    missing.push(k.clone());
+                }
+            }
+        }
+    }
+    for key in ["jwt_audience", "jwt_issuer"] {
+        if !section_of("## `[api]`").contains(&format!("| `{key}` |")) {
+            missing.push(format!("api.{key}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md misses {missing:?}"
+    );
+}
+
+/// The repository stands alone: no document points outside it.
+#[test]
+fn docs_do_not_point_outside_the_repository() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files = vec![format!("{root}/README.md")];
+    for e in std::fs::read_dir(format!("{root}/docs")).unwrap() {
+        files.push(e.unwrap().path().display().to_string());
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("../shared") && !text.contains("SPEC"),
+            "{f} points outside the repository"
+        );
+    }
+}
