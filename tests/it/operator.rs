@@ -270,11 +270,14 @@ fn version_names_each_binary() {
     }
 }
 
+/// One sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// One parsed metric family of the text exposition format.
 #[derive(Debug, Default)]
 struct Family {
     kind: String,
-    samples: Vec<(String, Vec<(String, String)>, f64)>,
+    samples: Vec<Sample>,
 }
 
 /// A strict parser of the Prometheus text format (0.0.4) as the textfile
