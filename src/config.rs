@@ -18,7 +18,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/nxaudit/nxauditd.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    // The io::Error is the source, not part of the message: `{:#}` and
+    // error reporters print the chain, so it shows exactly once.
+    #[error("cannot read config {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -72,6 +74,8 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// The Audit trail API.
     pub api: ApiConfig,
+    /// Prometheus metrics through node_exporter's textfile collector.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             forward: ForwardConfig::default(),
             api: ApiConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -319,6 +324,16 @@ impl Default for ForwardConfig {
             components: Vec::new(),
         }
     }
+}
+
+/// `[metrics]`: the status counters in Prometheus text format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// node_exporter's `--collector.textfile.directory`: the daemon writes
+    /// `nxaudit.prom` there (atomically, with the status file, once a
+    /// second). Empty = no metrics file.
+    pub textfile_dir: PathBuf,
 }
 
 /// One federated Engine.

@@ -25,17 +25,18 @@ use crate::writer::{self, OpenError};
 /// How long connections get to finish their in-flight lines on SIGTERM.
 const DRAIN: Duration = Duration::from_secs(4);
 
-/// Fatal start-up errors.
+/// Fatal start-up errors. Messages leave the cause to the error chain
+/// (`source()`), so `{:#}` prints each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The log could not be opened.
-    #[error("cannot open the audit log: {0}")]
+    #[error("cannot open the audit log")]
     Open(#[from] OpenError),
     /// The socket could not be bound.
-    #[error("cannot listen: {0}")]
+    #[error("cannot listen")]
     Listen(#[from] ListenError),
     /// Another I/O step failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -92,6 +93,7 @@ pub async fn run(
     base_dir: Option<PathBuf>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     // Handlers first: a SIGTERM that arrives while we start must drain, not kill.
     let sig = |k| {
         signal(k).map_err(|source| DaemonError::Io {
@@ -152,7 +154,7 @@ pub async fn run(
         cfg.clone(),
         shared.clone(),
         registry.clone(),
-        started,
+        (started, started_at),
         trigger.subscribe(),
     ));
 
@@ -216,6 +218,14 @@ pub async fn run(
     }
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     let _ = periodic.await;
+    // Last word for `nxaudit status`: a clean stop, with the final seq (the
+    // 60902 record) and no source left looking alive.
+    let free = crate::logset::free_bytes(&cfg.log_dir);
+    let mut doc = status_doc(
+        &cfg, &shared, &registry, started, started_at, 0.0, free, false,
+    );
+    crate::status::mark_stopped(&mut doc, chrono::Utc::now());
+    publish(&cfg, doc).await;
     if bound.owned {
         listener::remove_socket(&cfg.socket);
     }
@@ -247,7 +257,7 @@ async fn periodic(
     cfg: Config,
     shared: Arc<Shared>,
     registry: Registry,
-    started: Instant,
+    (started, started_at): (Instant, chrono::DateTime<chrono::Utc>),
     mut shutdown: crate::shutdown::Shutdown,
 ) {
     let tick = writer::tick_period(&cfg.log);
@@ -258,7 +268,6 @@ async fn periodic(
     let mut last_at = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(10);
     let mut low_space_warned = false;
-    let started_at = chrono::Utc::now();
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
@@ -287,29 +296,10 @@ async fn periodic(
             warn!(free = ?free, min_free_bytes = cfg.log.min_free_bytes, "low disk space for the audit log");
         }
         low_space_warned = low;
-        let mut doc = registry.snapshot();
-        doc.insert("pid".into(), std::process::id().into());
-        doc.insert("started_at".into(), started_at.to_rfc3339().into());
-        doc.insert("uptime_s".into(), started.elapsed().as_secs().into());
-        doc.insert("updated_at".into(), chrono::Utc::now().to_rfc3339().into());
-        doc.insert(
-            "events_per_s".into(),
-            serde_json::json!((rate * 10.0).round() / 10.0),
+        let doc = status_doc(
+            &cfg, &shared, &registry, started, started_at, rate, free, low,
         );
-        doc.insert("disk_free_bytes".into(), serde_json::json!(free));
-        doc.insert("low_space".into(), low.into());
-        doc.insert("log_dir".into(), cfg.log_dir.display().to_string().into());
-        doc.insert("writer".into(), stats.to_json());
-        doc.insert("listener".into(), shared.stats.to_json());
-        let body = serde_json::Value::Object(doc);
-        if let Ok(text) = serde_json::to_vec_pretty(&body) {
-            // Off the reactor: file I/O can block for milliseconds.
-            let path = status_file(&cfg.state_dir);
-            let res = tokio::task::spawn_blocking(move || write_atomic(&path, &text)).await;
-            if let Ok(Err(e)) = res {
-                warn!(error = %e, "cannot write status file");
-            }
-        }
+        publish(&cfg, doc).await;
         notify(&[sd_notify::NotifyState::Status(&format!(
             "last seq {}; {} written; {:.1}/s; {} refused (disk full); {} connections{}",
             stats.last_seq.load(Ordering::Relaxed),
@@ -319,5 +309,63 @@ async fn periodic(
             shared.stats.open.load(Ordering::Relaxed),
             if low { "; LOW DISK SPACE" } else { "" }
         ))]);
+    }
+}
+
+/// The status document: every registry section plus the writer's and the
+/// listener's counters.
+#[allow(clippy::too_many_arguments)]
+fn status_doc(
+    cfg: &Config,
+    shared: &Shared,
+    registry: &Registry,
+    started: Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+    rate: f64,
+    free: Option<u64>,
+    low: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut doc = registry.snapshot();
+    doc.insert("state".into(), "running".into());
+    doc.insert("pid".into(), std::process::id().into());
+    doc.insert("started_at".into(), started_at.to_rfc3339().into());
+    doc.insert("uptime_s".into(), started.elapsed().as_secs().into());
+    doc.insert("updated_at".into(), chrono::Utc::now().to_rfc3339().into());
+    doc.insert(
+        "events_per_s".into(),
+        serde_json::json!((rate * 10.0).round() / 10.0),
+    );
+    doc.insert("disk_free_bytes".into(), serde_json::json!(free));
+    doc.insert("low_space".into(), low.into());
+    doc.insert("log_dir".into(), cfg.log_dir.display().to_string().into());
+    let mut w = shared.writer.stats().to_json();
+    if let Some(m) = w.as_object_mut() {
+        m.insert("queue_depth".into(), shared.writer.queue_depth().into());
+    }
+    doc.insert("writer".into(), w);
+    doc.insert("listener".into(), shared.stats.to_json());
+    doc
+}
+
+/// Writes the status file and, when `[metrics] textfile_dir` is set, the
+/// Prometheus textfile, each atomically and off the reactor (file I/O can
+/// block for milliseconds).
+async fn publish(cfg: &Config, doc: serde_json::Map<String, serde_json::Value>) {
+    let status_path = status_file(&cfg.state_dir);
+    let metrics_dir = cfg.metrics.textfile_dir.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let text = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
+        write_atomic(&status_path, &text)?;
+        if !metrics_dir.as_os_str().is_empty() {
+            let prom = crate::status::prometheus_text(&doc);
+            write_atomic(&metrics_dir.join("nxaudit.prom"), prom.as_bytes()).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", metrics_dir.display()))
+            })?;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    if let Ok(Err(e)) = res {
+        warn!(error = %e, "cannot write status or metrics file");
     }
 }

@@ -10,7 +10,7 @@ use nxaudit::cli;
 /// Send audit events, read, search and verify the audit log, run the Audit
 /// trail API, and benchmark the daemon.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "nxaudit", version, about, long_about = None)]
 struct Args {
     /// Configuration file (default /etc/nxaudit/nxauditd.toml, if present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -26,9 +26,9 @@ struct Args {
 enum Command {
     /// Send one event (from flags) or many (NDJSON on stdin); print the acks.
     Send(cli::send::Args),
-    /// Print the event code catalog.
+    /// Print the event code catalog, or everything about one code.
     Codes(cli::codes::Args),
-    /// Print the active audit log, optionally following it across rotations.
+    /// Print the last lines of the log (across rotated files), optionally following it.
     Tail(cli::tail::Args),
     /// Search all log files (compressed too) by time, code, component, user.
     Query(cli::query::Args),
@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
     let code = match run(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("nxaudit: {e:#}");
+            eprintln!("nxaudit: {}", cli::error_chain(e.as_ref()));
             2
         }
     };

@@ -9,7 +9,7 @@ use clap::Parser;
 /// The audit daemon of a Nexthink appliance: receives audit events on a
 /// Unix socket and appends them durably to a hash-chained audit log.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "nxauditd", version, about, long_about = None)]
 struct Args {
     /// Configuration file (default /etc/nxaudit/nxauditd.toml, if present).
     #[arg(long, value_name = "FILE")]
@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
     match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nxauditd: {e:#}");
+            eprintln!("nxauditd: {}", nxaudit::cli::error_chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -39,7 +39,8 @@ fn main() -> std::process::ExitCode {
 fn real_main(args: Args) -> anyhow::Result<()> {
     let cfg = nxaudit::config::Config::load(args.config.as_deref(), args.base_dir.as_deref())?;
     if args.check_config {
-        println!("configuration OK");
+        let checked = nxaudit::cli::config_source(args.config.as_deref(), args.base_dir.as_deref());
+        println!("configuration OK: {checked}");
         return Ok(());
     }
     let _guard = init_tracing(args.log_file.as_deref())?;

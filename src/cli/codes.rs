@@ -17,6 +17,10 @@ use crate::protocol::Component;
 /// Arguments of `nxaudit codes`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// Only this code: print everything the catalog says about it (every
+    /// description a code has).
+    #[arg(value_name = "CODE")]
+    pub code: Option<u32>,
     /// Only this component: Engine, Portal, WebConsole (or Console),
     /// Appliance; case-insensitive.
     #[arg(long)]
@@ -41,10 +45,28 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             }
         },
     };
-    let entries = select(catalog::all(), component);
+    let mut entries = select(catalog::all(), component);
+    if let Some(code) = args.code {
+        entries.retain(|e| e.code == code);
+        if entries.is_empty() {
+            eprintln!(
+                "nxaudit codes: {code} is not in the catalog{} (nxaudit codes lists them all)",
+                match component {
+                    Some(c) => format!(" of {c}"),
+                    None => String::new(),
+                }
+            );
+            return Ok(1);
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match print(&mut out, &entries, args.json).and_then(|()| out.flush()) {
+    let printed = if args.code.is_some() && !args.json {
+        print_detail(&mut out, &entries)
+    } else {
+        print(&mut out, &entries, args.json)
+    };
+    match printed.and_then(|()| out.flush()) {
         Ok(()) => Ok(0),
         // `nxaudit codes | head` closes the pipe early: not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
@@ -88,6 +110,35 @@ pub fn documented_line(e: &CodeInfo) -> Option<String> {
         "[{source}|{}|{}|{account}] {format}",
         e.category, e.code
     ))
+}
+
+/// Prints every field of `entries` (the descriptions of one code), one
+/// block each: what `nxaudit codes CODE` shows.
+pub fn print_detail(out: &mut impl Write, entries: &[&CodeInfo]) -> std::io::Result<()> {
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "code:         {}", e.code)?;
+        writeln!(out, "component:    {}", e.component)?;
+        writeln!(out, "category:     {}", e.category)?;
+        writeln!(out, "description:  {}", e.description)?;
+        match documented_line(e) {
+            Some(l) if e.documented => writeln!(out, "line:         {l}")?,
+            Some(l) => writeln!(out, "line:         {l} (not Nexthink's documented format)")?,
+            None => writeln!(
+                out,
+                "line:         - (no documented format; the description is written)"
+            )?,
+        }
+        for a in &e.aliases {
+            writeln!(out, "also:         {a}")?;
+        }
+        if let Some(n) = &e.note {
+            writeln!(out, "note:         {n}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Prints `entries` as a table or as a JSON array.
@@ -143,6 +194,19 @@ mod tests {
         let mut buf = Vec::new();
         print(&mut buf, &select(catalog::all(), component), json).unwrap();
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn detail_of_one_code() {
+        let entries: Vec<&CodeInfo> = catalog::lookup(50000).iter().collect();
+        let mut buf = Vec::new();
+        print_detail(&mut buf, &entries).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("code:         50000"), "{text}");
+        assert!(
+            text.contains("[Console|Login|50000|{account}] Login successful"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,19 +3,22 @@
 //! trail API ([`crate::search`]) so both return the same lines.
 //!
 //! Time: `--since` (inclusive) and `--until` (exclusive) take RFC 3339,
-//! `yyyy-mm-dd[Thh:mm:ss]` (UTC when no offset), `now`, or a time relative to
-//! now (`2h`, `30m`, `1d`, `1h30m`). `--before-date` and `--elapsed-hours`
+//! `yyyy-mm-dd[Thh:mm:ss]` (UTC when no offset), the words `now`, `today`,
+//! `yesterday` and `tomorrow` (midnight UTC, as the log's timestamps), or a
+//! time relative to now as journalctl writes it (`-2h`, `2h ago`, `2h`,
+//! `30m`, `1d`, `1h30m`). A window that is empty by construction (since at
+//! or after until) is searched anyway but warned about on stderr. `--before-date` and `--elapsed-hours`
 //! mean exactly what the API's `before_date` and `elapsed_hours` mean
 //! (`--elapsed-hours` counts back from `--before-date`/`--until`, else from
 //! now). Filters: `--code`, `--component`, `--user`, each repeatable or
 //! comma-separated. Output: the lines as they are on disk, or one JSON
 //! object per record with `--json`, streamed as found. When the plan reads
-//! more than a few hundred MB, progress goes to stderr. Exit 0 on success,
-//! whether or not anything matched.
+//! more than a few hundred MB and stderr is a terminal, a progress bar is
+//! drawn there (silent otherwise). Exit 0 on success, whether or not
+//! anything matched.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use chrono::Utc;
@@ -32,11 +35,17 @@ const PROGRESS_ABOVE: u64 = 256 << 20;
 /// Arguments of `nxaudit query`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Records at or after this time (RFC 3339, yyyy-mm-dd[Thh:mm:ss], now, or 2h / 30m / 1d ago).
-    #[arg(long, value_name = "TIME")]
+    /// Records at or after this time: RFC 3339, yyyy-mm-dd[Thh:mm:ss] (UTC),
+    /// now, today, yesterday, tomorrow, or -2h / "2h ago" / 30m / 1d.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Records strictly before this time (same forms as --since).
-    #[arg(long, value_name = "TIME", conflicts_with = "before_date")]
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "before_date",
+        allow_hyphen_values = true
+    )]
     pub until: Option<String>,
     /// Records strictly before this date or datetime (the API's before_date).
     #[arg(long, value_name = "DATE")]
@@ -64,16 +73,37 @@ pub struct Args {
     pub log_dir: Option<PathBuf>,
 }
 
+/// Parses a `--since`/`--until` value: the day words `today`, `yesterday`
+/// and `tomorrow` (00:00 UTC of that day), else what
+/// [`search::parse_time_arg`] accepts.
+pub fn parse_time(s: &str, now: chrono::DateTime<Utc>) -> anyhow::Result<chrono::DateTime<Utc>> {
+    let day = |offset: i64| {
+        let d = now.date_naive() + chrono::Duration::days(offset);
+        d.and_hms_opt(0, 0, 0).map(|t| t.and_utc())
+    };
+    let word = match s.trim().to_ascii_lowercase().as_str() {
+        "today" => Some(day(0)),
+        "yesterday" => Some(day(-1)),
+        "tomorrow" => Some(day(1)),
+        _ => None,
+    };
+    match word {
+        Some(Some(t)) => Ok(t),
+        Some(None) => bail!("{s:?}: date out of range"),
+        None => Ok(search::parse_time_arg(s, now)?),
+    }
+}
+
 /// The window the arguments describe.
 pub fn window(args: &Args, now: chrono::DateTime<Utc>) -> anyhow::Result<Window> {
     let since = args
         .since
         .as_deref()
-        .map(|s| search::parse_time_arg(s, now))
+        .map(|s| parse_time(s, now))
         .transpose()
         .context("--since")?;
     let until = match (&args.until, &args.before_date) {
-        (Some(u), _) => Some(search::parse_time_arg(u, now).context("--until")?),
+        (Some(u), _) => Some(parse_time(u, now).context("--until")?),
         (None, Some(b)) => Some(search::parse_before_date(b).context("--before-date")?),
         (None, None) => None,
     };
@@ -161,41 +191,36 @@ fn write_json(out: &mut impl Write, chunk: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Progress lines on stderr, at most one a second.
+/// A progress bar on stderr, only when it is a terminal and the plan is big.
 struct ProgressReport {
-    enabled: bool,
-    tty: bool,
-    last: Instant,
-    shown: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl ProgressReport {
+    fn new(enabled: bool, total: u64) -> ProgressReport {
+        let bar = enabled.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "nxaudit query: {bytes}/{total_bytes} {wide_bar} {percent}% eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        ProgressReport { bar }
+    }
+
     fn show(&mut self, p: search::Progress) {
-        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
-            return;
+        if let Some(b) = &self.bar {
+            b.set_length(p.total.max(1));
+            b.set_position(p.done.min(p.total));
         }
-        self.last = Instant::now();
-        self.shown = true;
-        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-        let pct = (p.done.min(p.total) * 100)
-            .checked_div(p.total)
-            .unwrap_or(100);
-        let msg = format!(
-            "nxaudit query: {:.0} of {:.0} MiB read ({pct}%)",
-            mib(p.done),
-            mib(p.total)
-        );
-        let mut err = io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r{msg}")
-        } else {
-            writeln!(err, "{msg}")
-        };
     }
 
     fn finish(&self) {
-        if self.shown && self.tty {
-            let _ = writeln!(io::stderr());
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
     }
 }
@@ -203,18 +228,25 @@ impl ProgressReport {
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let window = window(args, Utc::now())?;
+    if let (true, Some(since), Some(until)) = (window.is_empty(), window.since, window.until) {
+        eprintln!(
+            "nxaudit query: warning: empty window: --since {} is not before --until {}; nothing can match",
+            record::format_ts(since),
+            record::format_ts(until)
+        );
+    }
     let filter = filter(args)?;
     let dir = args
         .log_dir
         .clone()
         .unwrap_or_else(|| ctx.config.log_dir.clone());
     let search = Search::plan(&dir, window, filter)?;
-    let mut progress = ProgressReport {
-        enabled: !args.no_progress && search.estimated_bytes() > PROGRESS_ABOVE,
-        tty: io::stderr().is_terminal(),
-        last: Instant::now(),
-        shown: false,
-    };
+    let mut progress = ProgressReport::new(
+        !args.no_progress
+            && io::stderr().is_terminal()
+            && search.estimated_bytes() > PROGRESS_ABOVE,
+        search.estimated_bytes(),
+    );
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let json = args.json;
@@ -286,6 +318,17 @@ mod tests {
             }
         );
         assert!(window(&args(&["--since", "banana"]), now).is_err());
+        let w = window(&args(&["--since", "yesterday", "--until", "today"]), now).unwrap();
+        assert_eq!(w.since, Some(t("2026-01-09T00:00:00Z")));
+        assert_eq!(w.until, Some(t("2026-01-10T00:00:00Z")));
+        for (arg, want) in [
+            ("-2h", "2026-01-10T10:00:00Z"),
+            ("2h ago", "2026-01-10T10:00:00Z"),
+            ("now", "2026-01-10T12:00:00Z"),
+            ("2026-01-02", "2026-01-02T00:00:00Z"),
+        ] {
+            assert_eq!(parse_time(arg, now).unwrap(), t(want), "{arg}");
+        }
         let cli = Cli::try_parse_from(["q", "--since", "1h", "--elapsed-hours", "2"]);
         assert!(cli.is_err());
     }

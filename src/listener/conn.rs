@@ -25,7 +25,11 @@ use crate::writer::{Ack, AppendError};
 
 enum Pending {
     Ready(Reply),
-    Writing(oneshot::Receiver<Result<Ack, AppendError>>),
+    /// The writer's answer, and when the line was handed to the writer.
+    Writing(
+        oneshot::Receiver<Result<Ack, AppendError>>,
+        std::time::Instant,
+    ),
 }
 
 /// Splits a byte stream into lines, recovering from over-long ones.
@@ -109,13 +113,14 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
     };
     let (mut rd, wr) = stream.into_split();
     let (qtx, mut qrx) = mpsc::channel::<Pending>(shared.limits.max_in_flight.max(1));
+    let counted = shared.clone();
     let replies = tokio::spawn(async move {
         let mut out = BufWriter::new(wr);
         let mut broken = false;
         while let Some(p) = qrx.recv().await {
-            let reply = match p {
-                Pending::Ready(r) => r,
-                Pending::Writing(mut rx) => {
+            let (reply, latency) = match p {
+                Pending::Ready(r) => (r, None),
+                Pending::Writing(mut rx, since) => {
                     let res = match rx.try_recv() {
                         Ok(res) => res,
                         Err(oneshot::error::TryRecvError::Empty) => {
@@ -129,12 +134,14 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
                         }
                         Err(oneshot::error::TryRecvError::Closed) => Err(AppendError::ShuttingDown),
                     };
-                    match res {
+                    let reply = match res {
                         Ok(ack) => Reply::ack(ack.seq),
                         Err(e) => Reply::refused(refusal_for(&e)),
-                    }
+                    };
+                    (reply, Some(since.elapsed()))
                 }
             };
+            counted.stats.replies.count(&reply, latency);
             if broken {
                 continue; // keep draining so the writer's answers are consumed
             }
@@ -233,8 +240,9 @@ async fn process(frame: Frame, shared: &Shared, origin: Origin, stopping: bool) 
         ));
     }
     let entry = Entry::from_event(ev, component, origin);
+    let handed = std::time::Instant::now();
     match shared.writer.enqueue(entry).await {
-        Ok(rx) => Pending::Writing(rx),
+        Ok(rx) => Pending::Writing(rx, handed),
         Err(e) => refused(refusal_for(&e)),
     }
 }

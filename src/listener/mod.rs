@@ -104,6 +104,88 @@ pub struct ListenerStats {
     pub lines: AtomicU64,
     /// Lines refused (any kind).
     pub refused: AtomicU64,
+    /// Replies by outcome: refusals per kind and ack latency, for status
+    /// and the Prometheus metrics.
+    pub replies: ReplyStats,
+}
+
+/// Every refusal kind, in wire order: the index into [`ReplyStats`]'s counters.
+pub const REFUSAL_KINDS: [ErrorKind; 12] = [
+    ErrorKind::BadJson,
+    ErrorKind::TooLarge,
+    ErrorKind::BadUtf8,
+    ErrorKind::MissingField,
+    ErrorKind::UnknownField,
+    ErrorKind::BadField,
+    ErrorKind::UnknownCode,
+    ErrorKind::ForbiddenComponent,
+    ErrorKind::DiskFull,
+    ErrorKind::WriteFailed,
+    ErrorKind::Overloaded,
+    ErrorKind::ShuttingDown,
+];
+
+/// Upper bounds (seconds) of the ack latency histogram buckets; `+Inf` is implied.
+pub const ACK_LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Counters of the replies sent on connections: refusals by kind, and the
+/// time from a line's parse to the writer's ack (group commit included).
+#[derive(Debug, Default)]
+pub struct ReplyStats {
+    refused: [AtomicU64; 12],
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    latency: [AtomicU64; 13],
+    latency_sum_us: AtomicU64,
+}
+
+impl ReplyStats {
+    /// Counts one reply; `latency` is the ack wait of a written event.
+    pub fn count(&self, reply: &Reply, latency: Option<std::time::Duration>) {
+        if let Some(kind) = reply.error {
+            if let Some(i) = REFUSAL_KINDS.iter().position(|k| *k == kind) {
+                self.refused[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let (true, Some(d)) = (reply.ok, latency) {
+            let s = d.as_secs_f64();
+            let i = ACK_LATENCY_BUCKETS
+                .iter()
+                .position(|b| s <= *b)
+                .unwrap_or(ACK_LATENCY_BUCKETS.len());
+            self.latency[i].fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_us
+                .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// As JSON: `refused` by kind name, `ack_latency` with cumulative
+    /// bucket counts (`le` in seconds), sum (seconds) and count.
+    pub fn to_json(&self) -> serde_json::Value {
+        let refused: serde_json::Map<String, serde_json::Value> = REFUSAL_KINDS
+            .iter()
+            .zip(&self.refused)
+            .map(|(k, c)| (k.as_str().to_string(), c.load(Ordering::Relaxed).into()))
+            .collect();
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::new();
+        for (i, c) in self.latency.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = ACK_LATENCY_BUCKETS
+                .get(i)
+                .map_or(serde_json::Value::from("+Inf"), |b| (*b).into());
+            buckets.push(serde_json::json!({ "le": le, "count": cumulative }));
+        }
+        serde_json::json!({
+            "refused": refused,
+            "ack_latency": {
+                "buckets": buckets,
+                "sum_s": self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+                "count": cumulative,
+            },
+        })
+    }
 }
 
 impl ListenerStats {
@@ -115,6 +197,7 @@ impl ListenerStats {
             "open": self.open.load(Ordering::Relaxed),
             "lines": self.lines.load(Ordering::Relaxed),
             "refused": self.refused.load(Ordering::Relaxed),
+            "replies": self.replies.to_json(),
         })
     }
 }

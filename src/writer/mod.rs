@@ -153,6 +153,11 @@ impl WriterHandle {
         Ok(rx)
     }
 
+    /// Commands waiting in the writer's bounded queue (for status and metrics).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity().saturating_sub(self.tx.capacity())
+    }
+
     /// Rotates the active file; returns the rotated file's path.
     pub async fn rotate(&self) -> Result<PathBuf, AppendError> {
         self.request(Command::Rotate).await

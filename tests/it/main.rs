@@ -12,6 +12,7 @@ mod hostile_records;
 mod journal;
 mod lifecycle;
 mod logsets;
+mod operator;
 mod packaging;
 mod protocol;
 mod query;
