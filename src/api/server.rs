@@ -291,9 +291,24 @@ async fn connection(
         .serve_connection(TokioIo::new(Prefixed::new(head, tls)), svc);
     match tokio::time::timeout_at(deadline, conn).await {
         Ok(Ok(())) => {}
+        Ok(Err(e)) if timed_out(&e) => tracing::info!(
+            "client did not read its response within api.write_timeout; connection cut"
+        ),
         Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
         Err(_) => tracing::info!("request exceeded api.request_timeout; connection closed"),
     }
+}
+
+/// Whether hyper failed because a write stalled past `write_timeout`.
+fn timed_out(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Answers a head refused before routing, then reads and discards what the
