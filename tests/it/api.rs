@@ -366,6 +366,11 @@ engines = [{engines}]
         }
     }
 
+    /// Process id of `nxaudit serve`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         format!("https://{}", self.addr)

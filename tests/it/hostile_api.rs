@@ -333,3 +333,91 @@ fn connections_are_capped_per_client_address() {
         "connections within the cap are kept"
     );
 }
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Benchmark, run by hand (not a timed test):
+/// `cargo test --release --test it bench_api_under_attack -- --ignored --nocapture`.
+/// Holds 300 idle TCP connections (15 from each of 20 addresses, never
+/// starting TLS) and 64 authenticated clients that never read a 12 MB
+/// response, then measures a valid request's latency (a one-hour window,
+/// by curl) and serve's RSS, against the same request on an idle server.
+/// The deadlines are raised so every attacker stays held while measuring.
+/// Target: latency <= 2 s.
+#[test]
+#[ignore]
+fn bench_api_under_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = write_logset_regular(
+        &dir.path().join("portal/log"),
+        t("2026-01-01T00:00:00Z"),
+        60_000,
+    );
+    let p = LogPortal::in_dir(
+        dir,
+        lines,
+        Vec::new(),
+        "handshake_timeout = \"120s\"\nheader_timeout = \"120s\"\nwrite_timeout = \"120s\"",
+    );
+    let ca_path = ca_file(&p);
+    let url = format!("{}{PORTAL}?before_date=2026-01-01T01:00:00", p.server.url());
+    let measure = |label: &str| {
+        let mut ms = Vec::new();
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            let (status, body) = curl(&url, &p.signer.good(), &ca_path);
+            ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+            assert_eq!(String::from_utf8_lossy(&body).lines().count(), 60);
+        }
+        ms.sort_by(f64::total_cmp);
+        let (rss, hwm) = rss_kib(p.server.pid());
+        println!(
+            "{label}: latency ms min {:.0} median {:.0} max {:.0}; serve VmRSS {} KiB, VmHWM {} KiB",
+            ms[0],
+            ms[2],
+            ms[4],
+            rss,
+            hwm
+        );
+    };
+    measure("idle server");
+    let rt = runtime();
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|i| connect_from(&rt, 10 + (i % 20) as u8, &p.server.addr))
+        .collect();
+    let ca = tls_client(&p.ca.pem());
+    let request = format!(
+        "GET {PORTAL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        p.signer.good()
+    );
+    let stuck: Vec<Tls> = (0..64)
+        .map(|i| {
+            tls_send(
+                &rt,
+                2 + (i % 2) as u8,
+                &p.server.addr,
+                &ca,
+                request.as_bytes(),
+            )
+        })
+        .collect();
+    measure("300 idle + 64 non-reading held");
+    assert!(
+        !idle.iter().any(closed_by_server),
+        "idle connections were held throughout"
+    );
+    drop(stuck);
+}
