@@ -178,7 +178,7 @@ impl RefusalLog {
             Refusal::PerAddr => self.per_addr += 1,
         }
         tracing::debug!(%peer, ?why, "connection refused");
-        if self.last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+        if self.last.map_or(true, |t| t.elapsed() >= Self::EVERY) {
             tracing::warn!(
                 max_connections = self.full,
                 max_connections_per_addr = self.per_addr,
