@@ -376,8 +376,21 @@ pub struct ApiConfig {
     /// Timeout of one Engine call.
     #[serde(with = "duration")]
     pub engine_timeout: Duration,
-    /// Connection cap.
+    /// Connections at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Connections at once from one client address (IPv6: one /64), so one
+    /// client cannot take every slot.
+    pub max_connections_per_addr: usize,
+    /// Time allowed for the TLS handshake.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive the request head once TLS is up.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// A write to a client making no progress this long (it does not read
+    /// its response) cuts the connection.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
     /// Whole-request timeout.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
@@ -397,7 +410,11 @@ impl Default for ApiConfig {
             env_file: "/var/nexthink/nxauditlog/.env".into(),
             engines: Vec::new(),
             engine_timeout: Duration::from_secs(30),
-            max_connections: 64,
+            max_connections: 512,
+            max_connections_per_addr: 32,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(600),
         }
     }

@@ -13,6 +13,13 @@
 //! the scope `service:audit-trail` in `scope` (space-separated string) or
 //! `scp` (array or string). A bad token is 401; a good token without the
 //! scope is 403.
+//!
+//! jsonwebtoken is lenient where SPEC §7 is strict: a claim it cannot parse
+//! (`"nbf": "2999-01-01"`, `"nbf": null`) counts as absent, and it ignores
+//! the `crit` header. So the raw header and claims are checked first
+//! ([`check_raw`]): `exp` and `nbf`, when present, must be non-negative
+//! numbers, and any `crit` header is refused, since this service
+//! understands no JWS extension (RFC 7515 §4.1.11).
 
 use std::str::FromStr;
 
@@ -49,6 +56,12 @@ pub enum AuthError {
     /// Anything else: malformed, bad signature, unknown key, algorithm.
     #[error("Invalid token")]
     Invalid,
+    /// A time claim (`exp`, `nbf`) that is not a non-negative number.
+    #[error("Token claim {0} is not a number")]
+    MalformedClaim(&'static str),
+    /// A `crit` header: names extensions this service does not understand.
+    #[error("Token has a critical header this service does not understand")]
+    UnknownCritical,
     /// Valid token without the scope.
     #[error("Token lacks the scope service:audit-trail")]
     Scope,
@@ -185,6 +198,7 @@ impl Verifier {
         if token.is_empty() || token.len() > MAX_TOKEN {
             return Err(AuthError::Invalid);
         }
+        check_raw(token)?;
         // `alg: none` and unknown algorithms fail here.
         let header = decode_header(token).map_err(|_| AuthError::Invalid)?;
         if !self.validation.algorithms.contains(&header.alg) {
@@ -244,6 +258,44 @@ impl OptAlg for Option<Algorithm> {
     fn is_none_or_eq(&self, a: Algorithm) -> bool {
         self.map_or(true, |x| x == a)
     }
+}
+
+/// Time claims jsonwebtoken would silently skip when malformed.
+const TIME_CLAIMS: [&str; 2] = ["exp", "nbf"];
+
+/// Strict checks on the raw header and claims that jsonwebtoken does not
+/// make (see the module comment). Run before the signature check: it looks
+/// at structure only, and a forged token fails either way.
+fn check_raw(token: &str) -> Result<(), AuthError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (Some(header), Some(claims), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Invalid);
+    };
+    let object = |segment: &str| -> Result<serde_json::Map<String, Value>, AuthError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| AuthError::Invalid)?;
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(AuthError::Invalid),
+        }
+    };
+    if object(header)?.contains_key("crit") {
+        return Err(AuthError::UnknownCritical);
+    }
+    let claims = object(claims)?;
+    for name in TIME_CLAIMS {
+        match claims.get(name) {
+            None => {}
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {}
+            Some(_) => return Err(AuthError::MalformedClaim(name)),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the claims carry the scope, in `scope` or `scp`.
@@ -432,6 +484,92 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&hs384), Err(AuthError::Invalid));
         assert_eq!(v.verify("garbage"), Err(AuthError::Invalid));
+    }
+
+    /// An HS256 token with a raw header and raw claims, signed correctly,
+    /// so only the strict checks can refuse it.
+    fn hs_raw(header: &str, claims: &str) -> String {
+        use hmac::Mac as _;
+        let signing = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(claims.as_bytes())
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+        mac.update(signing.as_bytes());
+        format!("{signing}.{}", b64url(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn time_claims_must_be_numbers() {
+        let v = verifier(None, None);
+        let h = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let exp = now() + 600;
+        let ok = format!(r#"{{"exp":{exp},"nbf":{},"scope":"{SCOPE}"}}"#, now() - 10);
+        assert_eq!(
+            v.verify(&hs_raw(h, &ok)),
+            Ok(()),
+            "the raw minting is sound"
+        );
+        for (claims, name) in [
+            (
+                format!(r#"{{"exp":{exp},"nbf":"2999-01-01","scope":"{SCOPE}"}}"#),
+                "nbf",
+            ),
+            (
+                format!(
+                    r#"{{"exp":{exp},"nbf":"{}","scope":"{SCOPE}"}}"#,
+                    now() + 3600
+                ),
+                "nbf",
+            ),
+            (
+                format!(r#"{{"exp":{exp},"nbf":null,"scope":"{SCOPE}"}}"#),
+                "nbf",
+            ),
+            (
+                format!(r#"{{"exp":{exp},"nbf":[1],"scope":"{SCOPE}"}}"#),
+                "nbf",
+            ),
+            (
+                format!(r#"{{"exp":{exp},"nbf":-5,"scope":"{SCOPE}"}}"#),
+                "nbf",
+            ),
+            (format!(r#"{{"exp":"{exp}","scope":"{SCOPE}"}}"#), "exp"),
+            (format!(r#"{{"exp":null,"scope":"{SCOPE}"}}"#), "exp"),
+            (format!(r#"{{"exp":true,"scope":"{SCOPE}"}}"#), "exp"),
+        ] {
+            assert_eq!(
+                v.verify(&hs_raw(h, &claims)),
+                Err(AuthError::MalformedClaim(name)),
+                "{claims}"
+            );
+        }
+        // A fractional NumericDate is a number (RFC 7519 §2).
+        let frac = format!(r#"{{"exp":{exp}.5,"scope":"{SCOPE}"}}"#);
+        assert_eq!(v.verify(&hs_raw(h, &frac)), Ok(()));
+    }
+
+    #[test]
+    fn any_crit_header_is_refused() {
+        let v = verifier(None, None);
+        let claims = format!(r#"{{"exp":{},"scope":"{SCOPE}"}}"#, now() + 600);
+        for h in [
+            r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+            r#"{"alg":"HS256","crit":"x"}"#,
+        ] {
+            assert_eq!(
+                v.verify(&hs_raw(h, &claims)),
+                Err(AuthError::UnknownCritical),
+                "{h}"
+            );
+        }
+        // Not JSON objects, or not three segments.
+        assert_eq!(v.verify("e30.e30"), Err(AuthError::Invalid));
+        assert_eq!(v.verify("WzFd.e30.x"), Err(AuthError::Invalid));
+        assert_eq!(v.verify("e30.e30.x.y"), Err(AuthError::Invalid));
     }
 
     #[test]

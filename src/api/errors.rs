@@ -24,7 +24,9 @@ pub const SCOPE: &str = "service:audit-trail";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorEntry {
     /// Kind: `Engine error`, `Bad parameter`, `Unauthorized`, `Forbidden`,
-    /// `Not found`, `Method not allowed`, `Internal server error`.
+    /// `Not found`, `Method not allowed`, `Internal server error`, and
+    /// before routing `Bad request`, `Request header fields too large`,
+    /// `Request timeout`.
     pub error: String,
     /// The Engine concerned, for Engine errors.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +122,34 @@ impl ApiFailure {
             entries: vec![ErrorEntry::new(
                 "Method not allowed",
                 "Only GET is supported",
+            )],
+        }
+    }
+
+    /// 400 for a request that is not valid HTTP/1.x (answered before
+    /// routing, in place of hyper's empty 400).
+    pub fn malformed(cause: impl Into<String>) -> ApiFailure {
+        ApiFailure {
+            status: StatusCode::BAD_REQUEST,
+            entries: vec![ErrorEntry::new("Bad request", cause)],
+        }
+    }
+
+    /// 431 for a request head over the size or header-count limit.
+    pub fn head_too_large(cause: impl Into<String>) -> ApiFailure {
+        ApiFailure {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            entries: vec![ErrorEntry::new("Request header fields too large", cause)],
+        }
+    }
+
+    /// 408 for a request head not received within `[api] header_timeout`.
+    pub fn head_timeout() -> ApiFailure {
+        ApiFailure {
+            status: StatusCode::REQUEST_TIMEOUT,
+            entries: vec![ErrorEntry::new(
+                "Request timeout",
+                "The request head did not arrive in time",
             )],
         }
     }

@@ -15,6 +15,8 @@
 pub mod auth;
 pub mod errors;
 pub mod federation;
+pub mod head;
+pub mod io;
 pub mod routes;
 pub mod server;
 pub mod tls;
@@ -22,7 +24,6 @@ pub mod tls;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -60,8 +61,6 @@ pub struct Options {
     pub spool_limit: u64,
     /// Extra CA certificates (PEM) trusted for the Engines.
     pub engine_ca: Option<PathBuf>,
-    /// Time allowed to receive a request head.
-    pub header_timeout: Duration,
 }
 
 impl Default for Options {
@@ -71,7 +70,6 @@ impl Default for Options {
             spool_dir: std::env::temp_dir(),
             spool_limit: 8 << 30,
             engine_ca: None,
-            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -117,15 +115,20 @@ pub fn prepare(cfg: &Config, opts: &Options) -> Result<Prepared, ApiError> {
             api.role
         ))
     })?;
-    if api.max_connections == 0 {
+    if api.max_connections == 0 || api.max_connections_per_addr == 0 {
         return Err(ApiError::Config(
-            "api.max_connections must be at least 1".into(),
+            "api.max_connections and api.max_connections_per_addr must be at least 1".into(),
         ));
     }
-    if api.request_timeout.is_zero() {
-        return Err(ApiError::Config(
-            "api.request_timeout must be positive".into(),
-        ));
+    for (key, d) in [
+        ("request_timeout", api.request_timeout),
+        ("handshake_timeout", api.handshake_timeout),
+        ("header_timeout", api.header_timeout),
+        ("write_timeout", api.write_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(ApiError::Config(format!("api.{key} must be positive")));
+        }
     }
     let verifier = auth::Verifier::from_config(api)?;
     let server_tls = tls::server_config(&api.tls_cert, &api.tls_key)?;
@@ -159,8 +162,11 @@ pub fn prepare(cfg: &Config, opts: &Options) -> Result<Prepared, ApiError> {
         tls: server_tls,
         limits: Limits {
             max_connections: api.max_connections,
+            max_connections_per_addr: api.max_connections_per_addr,
             request_timeout: api.request_timeout,
-            header_timeout: opts.header_timeout,
+            header_timeout: api.header_timeout,
+            handshake_timeout: api.handshake_timeout,
+            write_timeout: api.write_timeout,
             ..Limits::default()
         },
         engine_tls,

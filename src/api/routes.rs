@@ -254,11 +254,18 @@ fn text_response(body: Body) -> Response {
     r
 }
 
+/// Largest piece of a response queued for the client at once.
+const PIECE: usize = 32 * 1024;
+
 /// Streams the local log's window. The search is planned before the status
 /// is chosen, so an unreadable log is a `500`, not an empty `200`; a read
 /// error after that aborts the transfer.
+///
+/// What one response holds in memory is bounded by the search's read
+/// buffer plus [`PIECE`] bytes per channel slot: with a client that does
+/// not read, this is what its connection costs until `write_timeout`.
 async fn local_log(dir: PathBuf, window: Window) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<bool>();
     tokio::task::spawn_blocking(move || {
         let search = match Search::plan(&dir, window, Filter::default()) {
@@ -271,8 +278,11 @@ async fn local_log(dir: PathBuf, window: Window) -> Response {
         };
         let _ = ready_tx.send(true);
         let result = search.run(|chunk| {
-            tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client gone"))
+            for piece in chunk.chunks(PIECE) {
+                tx.blocking_send(Ok(Bytes::copy_from_slice(piece)))
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client gone"))?;
+            }
+            Ok(())
         });
         match result {
             Ok(stats) => tracing::debug!(?stats, "audit log served"),

@@ -1,9 +1,10 @@
 //! `nxaudit serve`: runs the Audit trail API (SPEC §7) — the process behind
 //! `nxauditlogs.service`, on the Portal and on every Engine appliance.
 //!
-//! Everything comes from `[api]` of the configuration; the options below
-//! only cover what has no configuration key yet (spooling, extra CA roots,
-//! the header timeout) and a listen override for tests and debugging. The
+//! Everything comes from `[api]` of the configuration (limits and timeouts
+//! included); the options below only cover what has no configuration key
+//! yet (spooling, extra CA roots) and a listen override for tests and
+//! debugging. The
 //! command builds its own tokio runtime, prints the bound address on
 //! stdout once it accepts connections (so `--listen 127.0.0.1:0` can be
 //! used by scripts), and exits 0 after SIGTERM or SIGINT once requests in
@@ -11,13 +12,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::Context;
 use crate::api;
-use crate::config::{parse_duration, parse_size};
+use crate::config::parse_size;
 
 /// Arguments of `nxaudit serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,19 +36,10 @@ pub struct Args {
     /// nginxSelfSignedCertificate is not true).
     #[arg(long, value_name = "FILE")]
     pub engine_ca: Option<PathBuf>,
-    /// Time allowed to receive a request's head.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_arg)]
-    pub header_timeout: Duration,
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).ok_or_else(|| format!("invalid size {s:?} (e.g. 8GiB)"))
-}
-
-fn duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 10s)"))
 }
 
 /// Diagnostics on stderr (journald under systemd), filtered by
@@ -76,7 +67,6 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         spool_limit: args.spool_limit,
         engine_ca: args.engine_ca.clone(),
-        header_timeout: args.header_timeout,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

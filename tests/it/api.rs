@@ -112,6 +112,19 @@ impl Signer {
         encode(&Header::new(Algorithm::ES256), &claims, &self.key).unwrap()
     }
 
+    /// A token from raw header and claims JSON, signed with ES256 as
+    /// written (for claims and headers `mint` cannot express).
+    pub(crate) fn mint_raw(&self, header: &str, claims: &str) -> String {
+        let signing = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(claims.as_bytes())
+        );
+        let sig =
+            jsonwebtoken::crypto::sign(signing.as_bytes(), &self.key, Algorithm::ES256).unwrap();
+        format!("{signing}.{sig}")
+    }
+
     /// A valid token with the scope.
     pub(crate) fn good(&self) -> String {
         self.mint(json!({"sub": "tester", "exp": now() + 600, "scope": format!("openid {SCOPE}")}))
@@ -215,16 +228,29 @@ impl LogPortal {
         engines: Vec<(String, String, Option<String>)>,
     ) -> LogPortal {
         let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("portal");
+        let lines = standard_logset(&base.join("log"), "portal", seed);
+        LogPortal::in_dir(dir, lines, engines, "")
+    }
+
+    /// Serving the log set already written under `dir/portal/log`, with
+    /// `api_extra` appended to its `[api]` section.
+    pub(crate) fn in_dir(
+        dir: tempfile::TempDir,
+        lines: Vec<String>,
+        engines: Vec<(String, String, Option<String>)>,
+        api_extra: &str,
+    ) -> LogPortal {
         let ca = Ca::new();
         let signer = Signer::new();
         let base = dir.path().join("portal");
-        let lines = standard_logset(&base.join("log"), "portal", seed);
-        let server = Server::start(
+        let server = Server::start_with(
             &base,
             ServerSpec {
                 engines,
                 ..ServerSpec::portal(ca.issue(), &signer.public_pem)
             },
+            api_extra,
         );
         LogPortal {
             server,
@@ -244,6 +270,12 @@ impl LogPortal {
 impl Server {
     /// Starts a server whose log directory is `base/log` (fill it first).
     pub(crate) fn start(base: &Path, spec: ServerSpec<'_>) -> Server {
+        Server::start_with(base, spec, "")
+    }
+
+    /// Like [`Server::start`], with `api_extra` (TOML lines) appended to
+    /// the `[api]` section.
+    pub(crate) fn start_with(base: &Path, spec: ServerSpec<'_>, api_extra: &str) -> Server {
         std::fs::create_dir_all(base.join("log")).unwrap();
         std::fs::write(base.join("cert.pem"), &spec.cert.0).unwrap();
         std::fs::write(base.join("key.pem"), &spec.cert.1).unwrap();
@@ -276,9 +308,9 @@ jwt_key_file = "{b}/jwt.pem"
 jwt_algorithms = ["ES256"]
 env_file = "{b}/.env"
 engine_timeout = "{timeout}"
-max_connections = 16
 request_timeout = "60s"
 engines = [{engines}]
+{api_extra}
 "#,
             host = spec.hostname,
             role = spec.role,
@@ -332,6 +364,11 @@ engines = [{engines}]
             config: config_path,
             stderr,
         }
+    }
+
+    /// Process id of `nxaudit serve`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `https://127.0.0.1:PORT`.

@@ -9,6 +9,7 @@ mod catalog;
 mod corpus;
 mod durability;
 mod hostile_records;
+mod hostile_api;
 mod journal;
 mod lifecycle;
 mod logsets;
