@@ -480,8 +480,16 @@ mod tests {
             (60001, "SSH logon"),
             (60002, "SSH logon failed"),
             (60003, "SSH logoff"),
+            (
+                60009,
+                "Unrecognised or unverified sshd message (raw, with the sender)",
+            ),
             (60101, "Command run with super-user privileges (sudo)"),
             (60102, "Super-user command refused (sudo)"),
+            (
+                60109,
+                "Unrecognised or unverified sudo message (raw, with the sender)",
+            ),
             (60201, "Engine service started"),
             (60202, "Engine service stopped"),
             (60203, "Engine service failed"),
