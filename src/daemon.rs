@@ -242,7 +242,9 @@ fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
     }
     match cfg.auth.source {
         AuthSource::Rsyslog => {
-            tracker.spawn(crate::sources::syslog_intake::run(ctx.part("syslog_intake")));
+            tracker.spawn(crate::sources::syslog_intake::run(
+                ctx.part("syslog_intake"),
+            ));
         }
         AuthSource::Journal => {
             tracker.spawn(crate::sources::journal::run_auth(ctx.clone()));

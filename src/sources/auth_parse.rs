@@ -1451,7 +1451,9 @@ mod tests {
         let s = c.stats();
         assert_eq!((s.parsed, s.filtered, s.other_program), (2, 2, 1));
         // Raw lines are recorded whatever the filter says.
-        let e = c.classify_trusted("sshd", Some(1), "something new").unwrap();
+        let e = c
+            .classify_trusted("sshd", Some(1), "something new")
+            .unwrap();
         assert_eq!((e.code, f(&e, "parsed")), (SSH_UNVERIFIED, Some("false")));
     }
 
@@ -1465,10 +1467,14 @@ mod tests {
         let t0 = Instant::now();
         let mut n = 0;
         for _ in 0..5 {
-            n += c.classify_at_trusted("sshd", Some(1), "weird", t0).is_some() as u32;
+            n += c
+                .classify_at_trusted("sshd", Some(1), "weird", t0)
+                .is_some() as u32;
         }
         assert_eq!(n, 2);
-        let e = c.classify_at_trusted("sudo", Some(1), "weird sudo", t0).unwrap();
+        let e = c
+            .classify_at_trusted("sudo", Some(1), "weird sudo", t0)
+            .unwrap();
         assert_eq!(
             (e.code, e.message.as_deref()),
             (SUDO_UNVERIFIED, Some("weird sudo"))
@@ -1603,7 +1609,9 @@ mod tests {
         }
         assert_eq!(n, 2);
         // The real sshd's raw lines have their own budget.
-        assert!(c.classify_at_trusted("sshd", Some(1), "weird", t0).is_some());
+        assert!(c
+            .classify_at_trusted("sshd", Some(1), "weird", t0)
+            .is_some());
         let e = c
             .classify_at("sshd", Some(1), "Accepted x", &forger, t0 + RAW_WINDOW)
             .unwrap();

@@ -50,8 +50,8 @@ use chrono::Utc;
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixAddr, UnixCredentials,
 };
-use tokio::io::Interest;
 use serde_json::json;
+use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
@@ -443,17 +443,18 @@ fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<UnixC
 /// What rsyslog proved about the original sender: the one `sender@32473`
 /// element, when there is exactly one; otherwise nothing is proven.
 pub fn proven_sender(msg: &syslog_msg::SyslogMessage) -> Sender {
-    let mut it = msg
-        .structured_data
-        .iter()
-        .filter(|e| e.id == SENDER_SD_ID);
+    let mut it = msg.structured_data.iter().filter(|e| e.id == SENDER_SD_ID);
     let (Some(e), None) = (it.next(), it.next()) else {
         return Sender::default();
     };
+    // rsyslog's `json` option escapes `"` and `\` (undone by the SD
+    // parser) and also `/` as `\/`, which SD escaping leaves alone: undo it
+    // here. The result is the sender's string exactly (a `\` of its own
+    // came as `\\` and stays one backslash).
     let one = |name: &str| {
         let mut vals = e.params.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
         match (vals.next(), vals.next()) {
-            (Some(v), None) if !v.is_empty() => Some(v.clone()),
+            (Some(v), None) if !v.is_empty() => Some(v.replace("\\/", "/")),
             _ => None,
         }
     };
@@ -526,6 +527,26 @@ mod tests {
             .get(STATUS_SECTION)
             .cloned()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn sender_element_as_rsyslog_writes_it() {
+        let m = syslog_msg::parse(br#"<86>1 2026-01-01T00:00:00Z h sshd - - [sender@32473 uid="0" pid="7" exe="\/usr\/sbin\/sshd" comm="sshd"] Accepted x"#).unwrap();
+        let s = proven_sender(&m);
+        assert_eq!(s.uid, Some(0));
+        assert_eq!(s.pid, Some(7));
+        assert_eq!(s.exe.as_deref(), Some("/usr/sbin/sshd"));
+        // A path with a quote and backslashes of its own, JSON-escaped.
+        let m = syslog_msg::parse(br#"<86>1 2026-01-01T00:00:00Z h sshd - - [sender@32473 uid="1000" exe="\/tmp\/a\" exe=\"\\\/usr\/sbin\/sshd" comm=""] x"#).unwrap();
+        let s = proven_sender(&m);
+        assert_eq!(s.exe.as_deref(), Some(r#"/tmp/a" exe="\/usr/sbin/sshd"#));
+        assert_eq!(s.comm, None);
+        // rsyslog's empty properties prove nothing.
+        let m = syslog_msg::parse(
+            br#"<86>1 2026-01-01T00:00:00Z h sshd - - [sender@32473 uid="" exe=""] x"#,
+        )
+        .unwrap();
+        assert_eq!(proven_sender(&m), Sender::default());
     }
 
     #[tokio::test]

@@ -911,7 +911,11 @@ impl Journal {
         };
         let mut f = self.base(&pid.to_string(), program, unit);
         // What journald records for the real programs (the origin proof).
-        let exe = if program == "sudo" { "/usr/bin/sudo" } else { "/usr/sbin/sshd" };
+        let exe = if program == "sudo" {
+            "/usr/bin/sudo"
+        } else {
+            "/usr/sbin/sshd"
+        };
         f.push(("_EXE".into(), exe.as_bytes().to_vec()));
         f.push(("SYSLOG_IDENTIFIER".into(), program.as_bytes().to_vec()));
         f.push(("SYSLOG_PID".into(), pid.to_string().into_bytes()));

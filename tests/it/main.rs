@@ -8,6 +8,7 @@ mod api;
 mod catalog;
 mod corpus;
 mod durability;
+mod hostile_syslog;
 mod journal;
 mod lifecycle;
 mod logsets;
