@@ -209,7 +209,7 @@ impl Intake {
                 r = sock.async_io(Interest::READABLE, || recv_with_creds(sock.as_raw_fd(), &mut buf)) => match r {
                     Ok((n, creds)) => {
                         dirty = true;
-                        if !self.from_allowed(creds) {
+                        if !self.sender_allowed(creds) {
                             continue;
                         }
                         let oversize = n > MAX_DATAGRAM;
@@ -241,7 +241,7 @@ impl Intake {
 
     /// Whether a datagram with these peer credentials may be read; counts
     /// and (rate-limited) warns about the others.
-    fn from_allowed(&mut self, creds: Option<UnixCredentials>) -> bool {
+    fn sender_allowed(&mut self, creds: Option<UnixCredentials>) -> bool {
         if creds.is_some_and(|c| self.allowed_uids.contains(&c.uid())) {
             return true;
         }
@@ -253,7 +253,7 @@ impl Intake {
         self.foreign_unwarned += 1;
         if self
             .foreign_warned
-            .is_none_or(|t| t.elapsed() >= FOREIGN_WARN_EVERY)
+            .map_or(true, |t| t.elapsed() >= FOREIGN_WARN_EVERY)
         {
             warn!(
                 uid = who.0,
