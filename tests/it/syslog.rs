@@ -322,7 +322,8 @@ fn fixture_through_rsyslog() {
     let st2 = status(&d);
     let s = &st2["syslog_intake"];
     assert_eq!(s["looped"], 0, "{st}");
-    assert_eq!(s["raw"], 3, "{s}");
+    assert_eq!(s["raw"], 10, "{s}");
+    assert_eq!(s["unverified"], 0, "{s}");
     assert_eq!(
         s["other_program"], 0,
         "rsyslog forwarded a non-sshd/sudo line: {s}"
@@ -511,7 +512,7 @@ fn no_loop_through_one_rsyslogd() {
 /// intake: counted, never a crash; the daemon's own APP-NAME is dropped.
 #[test]
 fn intake_survives_garbage() {
-    let mut d = TestDaemon::start("[auth]\nsource = \"rsyslog\"\naccounts = [\"nexthink\"]\n");
+    let mut d = TestDaemon::start(&auth_trusting_tests("[\"nexthink\"]"));
     wait_listening(&d);
     let sock = d.base.join("syslog.sock");
     let tx = UnixDatagram::unbound().expect("socket");
@@ -549,11 +550,12 @@ fn intake_survives_garbage() {
         &sock,
     )
     .expect("send own");
-    tx.send_to(
-        b"<86>Nov 25 15:08:39 sshd[3]: Accepted password for nexthink from 10.0.0.2 port 2 ssh2",
-        &sock,
-    )
-    .expect("send valid");
+    // As rsyslog's template sends it: with the proven sender (this test).
+    let valid = format!(
+        "<86>1 2026-11-25T15:08:39Z h sshd 3 - [sender@32473 uid=\"0\" pid=\"3\" exe={:?}] Accepted password for nexthink from 10.0.0.2 port 2 ssh2",
+        std::env::current_exe().expect("exe").display().to_string()
+    );
+    tx.send_to(valid.as_bytes(), &sock).expect("send valid");
     sent += 3;
     wait_for("valid record after the garbage", T, || {
         records(&d)
