@@ -347,16 +347,16 @@ mod tests {
         assert_eq!(d(Component::WebConsole), 50);
         assert_eq!(d(Component::Portal), 62);
         assert_eq!(d(Component::Engine), 26);
-        assert_eq!(d(Component::Appliance), 14);
+        assert_eq!(d(Component::Appliance), 16);
         assert_eq!(entries[&Component::WebConsole], 52);
         assert_eq!(entries[&Component::Portal], 62);
         assert_eq!(entries[&Component::Engine], 26);
-        assert_eq!(entries[&Component::Appliance], 14);
+        assert_eq!(entries[&Component::Appliance], 16);
         assert_eq!(documented[&Component::WebConsole], 14);
         assert_eq!(documented[&Component::Portal], 22);
         assert_eq!(documented[&Component::Engine], 17);
         assert_eq!(documented[&Component::Appliance], 0);
-        assert_eq!(all().len(), 154);
+        assert_eq!(all().len(), 156);
     }
 
     #[test]
@@ -485,8 +485,16 @@ mod tests {
             (60001, "SSH logon"),
             (60002, "SSH logon failed"),
             (60003, "SSH logoff"),
+            (
+                60009,
+                "Unrecognised or unverified sshd message (raw, with the sender)",
+            ),
             (60101, "Command run with super-user privileges (sudo)"),
             (60102, "Super-user command refused (sudo)"),
+            (
+                60109,
+                "Unrecognised or unverified sudo message (raw, with the sender)",
+            ),
             (60201, "Engine service started"),
             (60202, "Engine service stopped"),
             (60203, "Engine service failed"),

@@ -289,6 +289,15 @@ pub struct AuthConfig {
     pub accounts: Vec<String>,
     /// Unparsed lines recorded raw per program per minute, at most.
     pub raw_per_minute: u32,
+    /// Uids allowed to send datagrams to the syslog intake (peer credentials
+    /// of each datagram): rsyslog's (root on Debian). The daemon's own uid is
+    /// always allowed too, so an unprivileged run from a checkout works.
+    pub intake_uids: Vec<u32>,
+    /// Executables whose messages, sent as uid 0, are trusted as sshd's.
+    pub sshd_exes: Vec<String>,
+    /// Executables whose messages are trusted as sudo's (sudo logs with the
+    /// invoking user's uid, so the executable is the proof).
+    pub sudo_exes: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -297,6 +306,13 @@ impl Default for AuthConfig {
             source: AuthSource::Rsyslog,
             accounts: vec!["nexthink".into()],
             raw_per_minute: 60,
+            intake_uids: vec![0],
+            sshd_exes: vec![
+                "/usr/sbin/sshd".into(),
+                "/usr/lib/openssh/sshd-session".into(),
+                "/usr/lib/openssh/sshd-auth".into(),
+            ],
+            sudo_exes: vec!["/usr/bin/sudo".into()],
         }
     }
 }

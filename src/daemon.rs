@@ -24,6 +24,8 @@ use crate::writer::{self, OpenError};
 
 /// How long connections get to finish their in-flight lines on SIGTERM.
 const DRAIN: Duration = Duration::from_secs(4);
+/// How long a reload waits for every part to apply it before writing 60904.
+const RELOAD_ACK: Duration = Duration::from_secs(3);
 
 /// Fatal start-up errors. Messages leave the cause to the error chain
 /// (`source()`), so `{:#}` prints each cause once.
@@ -145,6 +147,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         status: registry.clone(),
         reloaded,
+        acks: Default::default(),
+        ack_slot: None,
     };
     let sources = TaskTracker::new();
     spawn_sources(&cfg, &ctx, &sources);
@@ -183,12 +187,21 @@ pub async fn run(
                             *acl = Arc::new(Acl::from_rules(&new.clients));
                         }
                         shared.strict_codes.store(new.log.strict_codes, Ordering::Relaxed);
+                        // 60904 only once the sources and sinks run with the
+                        // new configuration: an event after it must never be
+                        // judged by the old one. (The journal followers read
+                        // the watch before each entry and need no wait.)
+                        let published = Arc::new(new.clone());
+                        reload_tx.send_replace(published.clone());
+                        let late = ctx.acks.wait(&published, RELOAD_ACK).await;
+                        if !late.is_empty() {
+                            warn!(parts = ?late, "reload not yet applied by every part after {RELOAD_ACK:?}; writing 60904 anyway");
+                        }
                         match writer.reload(new.log.clone()).await {
                             Ok(ack) => info!(seq = ack.seq, "configuration reloaded"),
                             Err(e) => warn!(error = %e, "reload record not written"),
                         }
-                        registry.set("reload", serde_json::json!({"ok": true}));
-                        reload_tx.send_replace(Arc::new(new.clone()));
+                        registry.set("reload", serde_json::json!({"ok": true, "late": late}));
                         cfg = new;
                     }
                     Err(e) => {
@@ -239,7 +252,9 @@ fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
     }
     match cfg.auth.source {
         AuthSource::Rsyslog => {
-            tracker.spawn(crate::sources::syslog_intake::run(ctx.clone()));
+            tracker.spawn(crate::sources::syslog_intake::run(
+                ctx.part("syslog_intake"),
+            ));
         }
         AuthSource::Journal => {
             tracker.spawn(crate::sources::journal::run_auth(ctx.clone()));
@@ -247,7 +262,7 @@ fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
         AuthSource::Off => {}
     }
     if cfg.forward.enabled {
-        tracker.spawn(crate::sinks::syslog_forward::run(ctx.clone()));
+        tracker.spawn(crate::sinks::syslog_forward::run(ctx.part("forwarder")));
     }
 }
 

@@ -38,23 +38,30 @@
 //!   recorded only when nothing else recorded a failure for that process: a
 //!   client that offers keys nobody accepts leaves no other trace at INFO.
 //!
-//! Known lines that are not audit events (listening, key exchange noise of
-//! scanners, `Received disconnect`, PAM session lines of sudo, …) match an
-//! ignore rule and are counted as `ignored`.
+//! Known sshd lines that are not audit events (listening, key exchange noise
+//! of scanners, `Received disconnect`, PAM lines that duplicate an sshd line)
+//! match an ignore rule and are counted as `ignored`.
 //!
-//! Raw lines. A line of these programs that no rule matches is recorded raw,
-//! never dropped silently: its text is the message as received, with
-//! `parsed="false"`, and no account. The code must be one of the Appliance
-//! table (SPEC §2), and none of them means "unparsed", so we take the code of
-//! the program's family that claims least: 60002 for sshd, 60102 for sudo.
-//! A raw line is thus never counted as a logon or as a command that ran
-//! (the claims that would hide an intrusion or grant false legitimacy); it
-//! lands in the code operators already review for anomalies, and
-//! `parsed="false"` tells it apart from a real failure. Raw records are
-//! limited to `raw_per_minute` per program; the next raw record after a
-//! suppressed stretch carries `suppressed="N"`, and the counts are in
-//! `nxaudit status`. The accounts filter does not apply to raw lines (their
-//! account is unknown).
+//! Proven sender. A message is taken as sshd's only when its [`Sender`] (what
+//! rsyslog's trusted properties or the journal's `_UID`/`_EXE` say about the
+//! sending process, never the tag the sender chose) is uid 0 running one of
+//! `sshd_exes`, and as sudo's only when it runs one of `sudo_exes` (measured
+//! with sudo 1.9 under rsyslog: sudo logs with the invoking user's real uid,
+//! so for sudo the set-uid executable is the proof, not the uid). Any other
+//! sender of an sshd or sudo tag (`logger -t sshd …`) gets 60009/60109 with
+//! `verified="false"` and the sender's uid, pid, exe and command name as
+//! proven, under a rate limit per claimed program and sender uid, so one
+//! local user cannot use up the budget of the real programs.
+//!
+//! Raw lines. A line of a proven sshd or sudo that no rule matches, or that
+//! is not an SSH or sudo event (PAM module notices, `unable to resolve host`,
+//! …), is recorded raw as 60009 (sshd) or 60109 (sudo), never as a logon, a
+//! refusal or a command, and never dropped silently: its text is the message
+//! as received, with `parsed="false"`, the sender fields and no account. Raw
+//! records are limited to `raw_per_minute` per program (per sender uid for
+//! unverified ones); the next raw record after a suppressed stretch carries
+//! `suppressed="N"`, and the counts are in `nxaudit status`. The accounts
+//! filter does not apply to raw lines (their account is unknown).
 //!
 //! Accounts filter: `accounts` (empty = all) is matched against the acting
 //! account: the user logging on (also an invalid one), the user running
@@ -76,6 +83,10 @@ pub const SSH_LOGOFF: u32 = 60003;
 pub const SUDO_COMMAND: u32 = 60101;
 /// sudo command refused.
 pub const SUDO_REFUSED: u32 = 60102;
+/// Unrecognised or unverified sshd message (raw, with the sender).
+pub const SSH_UNVERIFIED: u32 = 60009;
+/// Unrecognised or unverified sudo message (raw, with the sender).
+pub const SUDO_UNVERIFIED: u32 = 60109;
 
 /// How many sessions and per-process marks are remembered for deduplication.
 const STATE_CAP: usize = 4096;
@@ -83,6 +94,23 @@ const STATE_CAP: usize = 4096;
 const RAW_MAX: usize = 8 * 1024;
 /// Window of the raw-line rate limit.
 const RAW_WINDOW: Duration = Duration::from_secs(60);
+/// Most rate-limit windows kept (one per program and unverified sender uid).
+const RAW_KEYS: usize = 1024;
+
+/// What is known for certain about the process that sent a message: the
+/// peer credentials rsyslog (imuxsock's trusted properties) or journald
+/// (`_UID`, `_PID`, `_EXE`, `_COMM`) recorded, never what the message says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// Uid of the sending process.
+    pub uid: Option<u32>,
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// Its executable (absent when it exited before it could be read).
+    pub exe: Option<String>,
+    /// Its command name (the process can change it; shown, never trusted).
+    pub comm: Option<String>,
+}
 
 /// Program families the classifier knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +145,8 @@ pub struct AuthStats {
     pub suppressed: u64,
     /// Lines of programs other than sshd and sudo.
     pub other_program: u64,
+    /// Lines tagged sshd or sudo whose sender was not proven to be them.
+    pub unverified: u64,
 }
 
 /// What a rule made of a line. Short-lived (one per line), so the size of
@@ -182,6 +212,8 @@ impl PidMarks {
 pub struct AuthClassifier {
     accounts: Vec<String>,
     raw_per_minute: u32,
+    sshd_exes: Vec<String>,
+    sudo_exes: Vec<String>,
     raw: HashMap<String, RawWindow>,
     sessions: VecDeque<Session>,
     /// sshd processes for which a failure was recorded.
@@ -200,6 +232,8 @@ impl AuthClassifier {
         AuthClassifier {
             accounts: cfg.accounts.clone(),
             raw_per_minute: cfg.raw_per_minute,
+            sshd_exes: cfg.sshd_exes.clone(),
+            sudo_exes: cfg.sudo_exes.clone(),
             raw: HashMap::new(),
             sessions: VecDeque::new(),
             failed: PidMarks::default(),
@@ -214,17 +248,42 @@ impl AuthClassifier {
         self.stats
     }
 
-    /// Replaces the accounts filter (SIGHUP).
-    pub fn set_accounts(&mut self, accounts: Vec<String>) {
-        self.accounts = accounts;
+    /// Applies what can change live of `[auth]` (SIGHUP): the accounts
+    /// filter, the raw limit and the trusted executables.
+    pub fn reload(&mut self, cfg: &AuthConfig) {
+        self.accounts = cfg.accounts.clone();
+        self.raw_per_minute = cfg.raw_per_minute;
+        self.sshd_exes = cfg.sshd_exes.clone();
+        self.sudo_exes = cfg.sudo_exes.clone();
     }
 
     /// Classifies one message of `program` (syslog tag or journal
-    /// `SYSLOG_IDENTIFIER`) from process `pid`. `None` for other programs,
-    /// for lines that record nothing (duplicates, noise), for accounts left
-    /// out by the filter and for raw lines over the rate limit.
-    pub fn classify(&mut self, program: &str, pid: Option<u32>, message: &str) -> Option<Entry> {
-        self.classify_at(program, pid, message, Instant::now())
+    /// `SYSLOG_IDENTIFIER`) from process `pid`, sent by `sender`. `None` for
+    /// other programs, for lines that record nothing (duplicates, noise),
+    /// for accounts left out by the filter and for raw lines over the rate
+    /// limit.
+    pub fn classify(
+        &mut self,
+        program: &str,
+        pid: Option<u32>,
+        message: &str,
+        sender: &Sender,
+    ) -> Option<Entry> {
+        self.classify_at(program, pid, message, sender, Instant::now())
+    }
+
+    /// Whether `sender` is proven to be the program of family `fam`.
+    fn proven(&self, fam: Family, sender: &Sender) -> bool {
+        let exe_in = |list: &[String]| {
+            sender
+                .exe
+                .as_deref()
+                .is_some_and(|e| list.iter().any(|x| x == e))
+        };
+        match fam {
+            Family::Ssh => sender.uid == Some(0) && exe_in(&self.sshd_exes),
+            Family::Sudo => exe_in(&self.sudo_exes),
+        }
     }
 
     fn classify_at(
@@ -232,6 +291,7 @@ impl AuthClassifier {
         program: &str,
         pid: Option<u32>,
         message: &str,
+        sender: &Sender,
         now: Instant,
     ) -> Option<Entry> {
         let Some(fam) = family(program) else {
@@ -239,6 +299,10 @@ impl AuthClassifier {
             return None;
         };
         let msg = message.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        if !self.proven(fam, sender) {
+            self.stats.unverified += 1;
+            return self.raw_record(fam, program, pid, msg, sender, false, now);
+        }
         let verdict = match fam {
             Family::Ssh => self.ssh(pid, msg),
             Family::Sudo => self.sudo(pid, msg),
@@ -256,7 +320,7 @@ impl AuthClassifier {
                 self.stats.ignored += 1;
                 None
             }
-            Verdict::Unknown => self.raw_record(fam, program, pid, msg, now),
+            Verdict::Unknown => self.raw_record(fam, program, pid, msg, sender, true, now),
         }
     }
 
@@ -264,16 +328,39 @@ impl AuthClassifier {
         self.accounts.is_empty() || user.is_some_and(|u| self.accounts.iter().any(|a| a == u))
     }
 
+    /// A raw 60009/60109 record: `verified` says whether the sender was
+    /// proven (then the line was merely not understood).
+    #[allow(clippy::too_many_arguments)]
     fn raw_record(
         &mut self,
         fam: Family,
         program: &str,
         pid: Option<u32>,
         message: &str,
+        sender: &Sender,
+        verified: bool,
         now: Instant,
     ) -> Option<Entry> {
         let limit = self.raw_per_minute;
-        let w = self.raw.entry(program.to_string()).or_insert(RawWindow {
+        let key = if verified {
+            program.to_string()
+        } else {
+            match sender.uid {
+                Some(u) => format!("{program} unverified uid {u}"),
+                None => format!("{program} unverified"),
+            }
+        };
+        if self.raw.len() >= RAW_KEYS && !self.raw.contains_key(&key) {
+            // Windows that ended lose nothing (their suppressed lines are in
+            // the stats); only then is room made.
+            self.raw
+                .retain(|_, w| now.duration_since(w.start) < RAW_WINDOW);
+            if self.raw.len() >= RAW_KEYS {
+                self.stats.suppressed += 1;
+                return None;
+            }
+        }
+        let w = self.raw.entry(key).or_insert(RawWindow {
             start: now,
             used: 0,
             suppressed: 0,
@@ -291,8 +378,8 @@ impl AuthClassifier {
         let suppressed = std::mem::take(&mut w.suppressed);
         self.stats.raw += 1;
         let code = match fam {
-            Family::Ssh => SSH_LOGON_FAILED,
-            Family::Sudo => SUDO_REFUSED,
+            Family::Ssh => SSH_UNVERIFIED,
+            Family::Sudo => SUDO_UNVERIFIED,
         };
         let mut text = message.trim_end_matches(['\n', '\r', '\0']);
         let truncated = text.len() > RAW_MAX;
@@ -303,9 +390,24 @@ impl AuthClassifier {
             }
             text = &text[..cut];
         }
-        let mut e = Entry::appliance(code)
-            .with_message(text)
-            .field("parsed", "false");
+        let mut e = Entry::appliance(code).with_message(text);
+        e = if verified {
+            e.field("parsed", "false")
+        } else {
+            e.field("verified", "false")
+        };
+        if let Some(u) = sender.uid {
+            e = e.field("sender_uid", u.to_string());
+        }
+        if let Some(p) = sender.pid {
+            e = e.field("sender_pid", p.to_string());
+        }
+        if let Some(x) = sender.exe.as_deref() {
+            e = e.field("sender_exe", x);
+        }
+        if let Some(c) = sender.comm.as_deref() {
+            e = e.field("sender_comm", c);
+        }
         if truncated {
             e = e.field("truncated", "true");
         }
@@ -726,27 +828,12 @@ impl AuthClassifier {
     // ---- sudo ------------------------------------------------------------
 
     fn sudo(&mut self, pid: Option<u32>, msg: &str) -> Verdict {
-        if let Some(rest) = msg.strip_prefix("pam_unix(sudo") {
-            // pam_unix(sudo:session): session opened/closed …: the command
-            // record says it; pam_unix(sudo:auth): authentication failure /
-            // conversation failed / auth could not identify password: the
-            // outcome follows as "N incorrect password attempts" or the
-            // command record.
-            let known = [
-                "session opened for user",
-                "session closed for user",
-                "authentication failure",
-                "conversation failed",
-                "auth could not identify password",
-            ];
-            return if known.iter().any(|k| rest.contains(k)) {
-                Verdict::Known
-            } else {
-                Verdict::Unknown
-            };
-        }
-        if msg.starts_with("pam_systemd(sudo") || msg.starts_with("pam_env(sudo") {
-            return Verdict::Known;
+        // PAM module notices (`pam_unix(sudo:session): session opened …`,
+        // `pam_limits(sudo:session): Could not set limit …`) and sudo's own
+        // notices (`unable to resolve host …`) are not sudo events: no
+        // ` : ` after a user name, so they fall through to raw 60109 below.
+        if msg.starts_with("pam_") {
+            return Verdict::Unknown;
         }
         let Some((user, rest)) = msg.split_once(" : ") else {
             return Verdict::Unknown;
@@ -1122,6 +1209,44 @@ mod tests {
         })
     }
 
+    /// The sender the real program would be (sshd as root, sudo as a user).
+    fn genuine(program: &str) -> Sender {
+        match family(program) {
+            Some(Family::Sudo) => Sender {
+                uid: Some(1000),
+                pid: Some(4242),
+                exe: Some("/usr/bin/sudo".into()),
+                comm: Some("sudo".into()),
+            },
+            _ => Sender {
+                uid: Some(0),
+                pid: Some(4242),
+                exe: Some("/usr/sbin/sshd".into()),
+                comm: Some("sshd".into()),
+            },
+        }
+    }
+
+    impl AuthClassifier {
+        fn classify_trusted(
+            &mut self,
+            program: &str,
+            pid: Option<u32>,
+            msg: &str,
+        ) -> Option<Entry> {
+            self.classify(program, pid, msg, &genuine(program))
+        }
+        fn classify_at_trusted(
+            &mut self,
+            program: &str,
+            pid: Option<u32>,
+            msg: &str,
+            now: Instant,
+        ) -> Option<Entry> {
+            self.classify_at(program, pid, msg, &genuine(program), now)
+        }
+    }
+
     fn f<'a>(e: &'a Entry, k: &str) -> Option<&'a str> {
         e.get_field(k)
     }
@@ -1130,7 +1255,7 @@ mod tests {
     fn accepted_publickey_ipv6() {
         let mut c = all();
         let e = c
-            .classify("sshd", Some(42), "Accepted publickey for alice from 2001:db8::1 port 51234 ssh2: ED25519 SHA256:AbC+/x")
+            .classify_trusted("sshd", Some(42), "Accepted publickey for alice from 2001:db8::1 port 51234 ssh2: ED25519 SHA256:AbC+/x")
             .unwrap();
         assert_eq!(e.code, SSH_LOGON);
         assert_eq!(e.user.as_deref(), Some("alice"));
@@ -1146,7 +1271,7 @@ mod tests {
     fn forged_from_in_user_name() {
         let mut c = all();
         let e = c
-            .classify("sshd", Some(1), "Failed password for invalid user x from 6.6.6.6 port 1 ssh2: RSA SHA256:zz from 10.0.0.9 port 5 ssh2")
+            .classify_trusted("sshd", Some(1), "Failed password for invalid user x from 6.6.6.6 port 1 ssh2: RSA SHA256:zz from 10.0.0.9 port 5 ssh2")
             .unwrap();
         assert_eq!(e.client.as_deref(), Some("10.0.0.9"));
         assert_eq!(
@@ -1154,7 +1279,7 @@ mod tests {
             Some("x from 6.6.6.6 port 1 ssh2: RSA SHA256:zz")
         );
         let e = c
-            .classify("sshd", Some(2), "Accepted publickey for bob from 10.0.0.1 port 22 ssh2: ED25519-CERT SHA256:aa ID a from 6.6.6.6 port 1 ssh2: RSA SHA256:zz (serial 1) CA ED25519 SHA256:bb")
+            .classify_trusted("sshd", Some(2), "Accepted publickey for bob from 10.0.0.1 port 22 ssh2: ED25519-CERT SHA256:aa ID a from 6.6.6.6 port 1 ssh2: RSA SHA256:zz (serial 1) CA ED25519 SHA256:bb")
             .unwrap();
         assert_eq!(e.client.as_deref(), Some("10.0.0.1"));
         assert_eq!(e.user.as_deref(), Some("bob"));
@@ -1164,25 +1289,25 @@ mod tests {
     fn logoff_once_in_either_order() {
         let mut c = all();
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(10),
                 "Accepted password for a from 1.1.1.1 port 5 ssh2"
             )
             .is_some());
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(10),
                 "pam_unix(sshd:session): session opened for user a(uid=1000) by (uid=0)"
             )
             .is_none());
         let e = c
-            .classify("sshd", Some(11), "Disconnected from user a 1.1.1.1 port 5")
+            .classify_trusted("sshd", Some(11), "Disconnected from user a 1.1.1.1 port 5")
             .unwrap();
         assert_eq!((e.code, f(&e, "method")), (SSH_LOGOFF, Some("password")));
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(10),
                 "pam_unix(sshd:session): session closed for user a"
@@ -1190,14 +1315,14 @@ mod tests {
             .is_none());
 
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd-session",
                 Some(20),
                 "Accepted publickey for b from ::1 port 7 ssh2: RSA SHA256:x"
             )
             .is_some());
         let e = c
-            .classify(
+            .classify_trusted(
                 "sshd-session",
                 Some(20),
                 "pam_unix(sshd:session): session closed for user b",
@@ -1208,7 +1333,7 @@ mod tests {
             (SSH_LOGOFF, Some("::1"), Some("7"))
         );
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd-session",
                 Some(21),
                 "Disconnected from user b ::1 port 7"
@@ -1219,9 +1344,9 @@ mod tests {
     #[test]
     fn kbdint_pam_error_then_failed_line_is_one() {
         let mut c = all();
-        assert!(c.classify("sshd", Some(5), "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=1.2.3.4  user=bob").is_none());
+        assert!(c.classify_trusted("sshd", Some(5), "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=1.2.3.4  user=bob").is_none());
         let e = c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(5),
                 "error: PAM: Authentication failure for bob from 1.2.3.4",
@@ -1232,14 +1357,14 @@ mod tests {
             (SSH_LOGON_FAILED, Some("authentication failure"))
         );
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(5),
                 "Failed keyboard-interactive/pam for bob from 1.2.3.4 port 9 ssh2"
             )
             .is_none());
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(5),
                 "Connection closed by authenticating user bob 1.2.3.4 port 9 [preauth]"
@@ -1251,7 +1376,7 @@ mod tests {
     fn preauth_close_alone_is_a_failure() {
         let mut c = all();
         let e = c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(8),
                 "Connection closed by authenticating user root 1.2.3.4 port 9 [preauth]",
@@ -1262,7 +1387,7 @@ mod tests {
             (SSH_LOGON_FAILED, Some("root"))
         );
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(9),
                 "Connection closed by 1.2.3.4 port 9 [preauth]"
@@ -1275,7 +1400,7 @@ mod tests {
     fn sudo_command_with_semicolons() {
         let mut c = all();
         let e = c
-            .classify("sudo", None, "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/sh -c 'echo a ; echo \"é\"'")
+            .classify_trusted("sudo", None, "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/sh -c 'echo a ; echo \"é\"'")
             .unwrap();
         assert_eq!(e.code, SUDO_COMMAND);
         assert_eq!(f(&e, "tty"), Some("pts/0"));
@@ -1283,7 +1408,7 @@ mod tests {
         assert_eq!(f(&e, "target_user"), Some("root"));
         assert_eq!(f(&e, "command"), Some("/bin/sh -c 'echo a ; echo \"é\"'"));
         let e = c
-            .classify("sudo", Some(3), "bob : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/usr/bin/id")
+            .classify_trusted("sudo", Some(3), "bob : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/usr/bin/id")
             .unwrap();
         assert_eq!(
             (e.code, f(&e, "reason")),
@@ -1295,39 +1420,41 @@ mod tests {
     fn accounts_filter() {
         let mut c = AuthClassifier::new(&AuthConfig::default());
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(1),
                 "Accepted password for alice from 1.1.1.1 port 5 ssh2"
             )
             .is_none());
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sshd",
                 Some(1),
                 "Accepted password for nexthink from 1.1.1.1 port 5 ssh2"
             )
             .is_some());
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sudo",
                 Some(1),
                 "nexthink : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/true"
             )
             .is_some());
         assert!(c
-            .classify(
+            .classify_trusted(
                 "sudo",
                 Some(1),
                 "root : TTY=pts/0 ; PWD=/ ; USER=nexthink ; COMMAND=/bin/true"
             )
             .is_none());
-        assert!(c.classify("cron", Some(1), "anything").is_none());
+        assert!(c.classify_trusted("cron", Some(1), "anything").is_none());
         let s = c.stats();
         assert_eq!((s.parsed, s.filtered, s.other_program), (2, 2, 1));
         // Raw lines are recorded whatever the filter says.
-        let e = c.classify("sshd", Some(1), "something new").unwrap();
-        assert_eq!((e.code, f(&e, "parsed")), (SSH_LOGON_FAILED, Some("false")));
+        let e = c
+            .classify_trusted("sshd", Some(1), "something new")
+            .unwrap();
+        assert_eq!((e.code, f(&e, "parsed")), (SSH_UNVERIFIED, Some("false")));
     }
 
     #[test]
@@ -1340,16 +1467,20 @@ mod tests {
         let t0 = Instant::now();
         let mut n = 0;
         for _ in 0..5 {
-            n += c.classify_at("sshd", Some(1), "weird", t0).is_some() as u32;
+            n += c
+                .classify_at_trusted("sshd", Some(1), "weird", t0)
+                .is_some() as u32;
         }
         assert_eq!(n, 2);
-        let e = c.classify_at("sudo", Some(1), "weird sudo", t0).unwrap();
+        let e = c
+            .classify_at_trusted("sudo", Some(1), "weird sudo", t0)
+            .unwrap();
         assert_eq!(
             (e.code, e.message.as_deref()),
-            (SUDO_REFUSED, Some("weird sudo"))
+            (SUDO_UNVERIFIED, Some("weird sudo"))
         );
         let e = c
-            .classify_at("sshd", Some(1), "weird", t0 + RAW_WINDOW)
+            .classify_at_trusted("sshd", Some(1), "weird", t0 + RAW_WINDOW)
             .unwrap();
         assert_eq!(f(&e, "suppressed"), Some("3"));
         assert_eq!(c.stats().suppressed, 3);
@@ -1366,7 +1497,7 @@ mod tests {
         let fields: serde_json::Map<String, serde_json::Value> = e
             .fields
             .iter()
-            .filter(|(k, _)| k != "program" && k != "program_pid")
+            .filter(|(k, _)| k != "program" && k != "program_pid" && !k.starts_with("sender_"))
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
         serde_json::json!({
@@ -1393,7 +1524,7 @@ mod tests {
             let m = crate::sources::syslog_msg::parse(line.as_bytes()).unwrap();
             let program = m.app_name.clone().unwrap_or_default();
             let got = c
-                .classify(&program, m.pid(), &m.message)
+                .classify_trusted(&program, m.pid(), &m.message)
                 .map(|e| as_fixture(&e, &program, m.pid()))
                 .unwrap_or(serde_json::Value::Null);
             if got != v["expect"] {
@@ -1408,11 +1539,90 @@ mod tests {
         assert!(bad.is_empty(), "{}", bad.join("\n"));
     }
 
+    #[test]
+    fn unproven_senders_never_make_logons_or_commands() {
+        let mut c = all();
+        let logon = "Accepted password for nexthink from 6.6.6.6 port 1 ssh2";
+        let cmd = "nexthink : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/true";
+        let forgers = [
+            // logger -t sshd run by a user: its own uid, exe logger.
+            Sender {
+                uid: Some(1000),
+                pid: Some(9),
+                exe: Some("/usr/bin/logger".into()),
+                comm: Some("logger".into()),
+            },
+            // Root, but not sshd (or journald relaying an exited sender).
+            Sender {
+                uid: Some(0),
+                pid: Some(9),
+                exe: Some("/usr/lib/systemd/systemd-journald".into()),
+                comm: Some("systemd-journal".into()),
+            },
+            // A user running a copy named sshd.
+            Sender {
+                uid: Some(1000),
+                pid: Some(9),
+                exe: Some("/usr/sbin/sshd".into()),
+                comm: Some("sshd".into()),
+            },
+            // Nothing proven at all (a datagram without rsyslog's origin).
+            Sender::default(),
+        ];
+        for s in &forgers {
+            let e = c.classify("sshd", Some(1), logon, s).unwrap();
+            assert_eq!(e.code, SSH_UNVERIFIED, "{s:?}");
+            assert_eq!(f(&e, "verified"), Some("false"));
+            assert_eq!(e.user, None);
+            assert_eq!(e.message.as_deref(), Some(logon));
+            assert_eq!(f(&e, "sender_uid"), s.uid.map(|u| u.to_string()).as_deref());
+            let e = c.classify("sudo", Some(1), cmd, s).unwrap();
+            assert_eq!(e.code, SUDO_UNVERIFIED, "{s:?}");
+            assert_eq!(f(&e, "sender_exe"), s.exe.as_deref());
+        }
+        assert_eq!(c.stats().unverified, 8);
+        assert_eq!(c.stats().parsed, 0);
+        // The real ones.
+        let e = c.classify_trusted("sshd", Some(1), logon).unwrap();
+        assert_eq!(e.code, SSH_LOGON);
+        let e = c.classify_trusted("sudo", Some(1), cmd).unwrap();
+        assert_eq!(e.code, SUDO_COMMAND);
+    }
+
+    #[test]
+    fn unverified_lines_are_limited_per_sender_uid() {
+        let mut c = AuthClassifier::new(&AuthConfig {
+            accounts: Vec::new(),
+            raw_per_minute: 2,
+            ..AuthConfig::default()
+        });
+        let t0 = Instant::now();
+        let forger = Sender {
+            uid: Some(1000),
+            ..Sender::default()
+        };
+        let mut n = 0;
+        for _ in 0..10 {
+            n += c
+                .classify_at("sshd", Some(1), "Accepted x", &forger, t0)
+                .is_some() as u32;
+        }
+        assert_eq!(n, 2);
+        // The real sshd's raw lines have their own budget.
+        assert!(c
+            .classify_at_trusted("sshd", Some(1), "weird", t0)
+            .is_some());
+        let e = c
+            .classify_at("sshd", Some(1), "Accepted x", &forger, t0 + RAW_WINDOW)
+            .unwrap();
+        assert_eq!(f(&e, "suppressed"), Some("8"));
+    }
+
     proptest! {
         #[test]
         fn never_panics(program in "(sshd|sudo|sshd-session|x)", pid in proptest::option::of(any::<u32>()), msg in any::<String>()) {
             let mut c = all();
-            let _ = c.classify(&program, pid, &msg);
+            let _ = c.classify_trusted(&program, pid, &msg);
         }
 
         #[test]
@@ -1422,8 +1632,8 @@ mod tests {
         ) {
             let mut c = all();
             for program in ["sshd", "sudo"] {
-                if let Some(e) = c.classify(program, Some(7), &format!("{pre}{rest}")) {
-                    prop_assert!(matches!(e.code, 60001 | 60002 | 60003 | 60101 | 60102));
+                if let Some(e) = c.classify_trusted(program, Some(7), &format!("{pre}{rest}")) {
+                    prop_assert!(matches!(e.code, 60001 | 60002 | 60003 | 60009 | 60101 | 60102 | 60109));
                     for (k, _) in &e.fields {
                         prop_assert!(crate::protocol::valid_detail_key(k));
                     }

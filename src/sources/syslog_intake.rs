@@ -17,6 +17,22 @@
 //!   send them back here, they are dropped and counted as `looped`.
 //! - A failed append (disk full, I/O error) is retried with back-off: the
 //!   message has already left rsyslog, so giving up would lose it.
+//! - Who may write here: the socket is group-writable, so every datagram's
+//!   peer credentials (`SO_PASSCRED`, `SCM_CREDENTIALS`, which the kernel
+//!   fills in and only a privileged sender can change) are checked against
+//!   `[auth] intake_uids` (rsyslog's uid, root on Debian) plus the daemon's
+//!   own uid. Other datagrams are dropped before parsing, counted as
+//!   `foreign` in the status, and warned about at most once a minute.
+//! - Who wrote the message: rsyslog's template (`packaging/rsyslog/`) adds a
+//!   `[sender@32473 uid= pid= exe= comm=]` element with what rsyslog knows
+//!   for certain about the original sender (imuxsock's trusted properties or
+//!   the journal's `_UID`/`_PID`/`_EXE`/`_COMM`); the classifier trusts an
+//!   sshd or sudo line only from the proven program (see `auth_parse`).
+//!   The element is the first after the header, before anything the sender
+//!   wrote, so the sender cannot supply its own; two of them, or one that
+//!   does not parse, prove nothing.
+//! - Reloads (SIGHUP) are applied as soon as they are published, between
+//!   two datagrams, and acknowledged so the daemon writes 60904 only after.
 //! - Under systemd the socket can be owned by `nxauditd.socket`
 //!   (`ListenDatagram=`): it then outlives daemon restarts and rsyslog's
 //!   `omuxsock` (which drops what it cannot send) finds it during a restart.
@@ -24,19 +40,24 @@
 //!   intake recognizes its inherited socket by its bound address.
 
 use std::io;
+use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixAddr, UnixCredentials,
+};
 use serde_json::json;
+use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
 use crate::record::format_ts;
 use crate::shutdown::Shutdown;
-use crate::sources::auth_parse::AuthClassifier;
+use crate::sources::auth_parse::{AuthClassifier, Sender};
 use crate::sources::syslog_msg;
 use crate::sources::SourceContext;
 use crate::status::Registry;
@@ -50,6 +71,10 @@ pub const OWN_APP_NAME: &str = "nxauditd";
 pub const STATUS_SECTION: &str = "syslog_intake";
 /// Receive buffer asked of the kernel, so bursts wait in the socket.
 const RCVBUF: usize = 1 << 20;
+/// SD-ID of the element rsyslog's template adds with the proven sender.
+pub const SENDER_SD_ID: &str = "sender@32473";
+/// At most one warning about foreign senders per this period.
+const FOREIGN_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +103,8 @@ struct Counters {
     oversize: u64,
     malformed: u64,
     empty: u64,
+    foreign: u64,
+    last_foreign: Option<(u32, i32)>,
     errors: u64,
     last_error: Option<String>,
     last_seq: Option<u64>,
@@ -91,6 +118,23 @@ struct Intake {
     classifier: AuthClassifier,
     counters: Counters,
     inherited: bool,
+    /// Uids whose datagrams are taken (`intake_uids` and our own).
+    allowed_uids: Vec<u32>,
+    /// When foreign senders were last warned about, and how many since.
+    foreign_warned: Option<Instant>,
+    foreign_unwarned: u64,
+}
+
+/// `intake_uids` plus the daemon's own uid (an unprivileged run from a
+/// checkout, the tests): anything running as that uid can already write
+/// the log directly.
+fn allowed_uids(cfg: &crate::config::AuthConfig) -> Vec<u32> {
+    let mut v = cfg.intake_uids.clone();
+    let own = nix::unistd::geteuid().as_raw();
+    if !v.contains(&own) {
+        v.push(own);
+    }
+    v
 }
 
 /// Runs the intake until shutdown. Never returns early on bad input; if the
@@ -106,6 +150,9 @@ pub async fn run(ctx: SourceContext) {
         classifier: AuthClassifier::new(&ctx.config.auth),
         counters: Counters::default(),
         inherited: false,
+        allowed_uids: allowed_uids(&ctx.config.auth),
+        foreign_warned: None,
+        foreign_unwarned: 0,
     };
     let mut backoff = Duration::from_millis(200);
     let sock = loop {
@@ -153,14 +200,23 @@ impl Intake {
         loop {
             tokio::select! {
                 _ = shutdown.recv() => break,
-                r = sock.recv(&mut buf) => match r {
-                    Ok(n) => {
+                new = ctx.next_reload() => {
+                    self.classifier.reload(&new.auth);
+                    self.allowed_uids = allowed_uids(&new.auth);
+                    info!("syslog intake: [auth] filters reloaded");
+                    // Dropping `new` acknowledges the reload.
+                }
+                r = sock.async_io(Interest::READABLE, || recv_with_creds(sock.as_raw_fd(), &mut buf)) => match r {
+                    Ok((n, creds)) => {
+                        dirty = true;
+                        if !self.sender_allowed(creds) {
+                            continue;
+                        }
                         let oversize = n > MAX_DATAGRAM;
                         let n = n.min(MAX_DATAGRAM);
                         if !self.handle(&buf[..n], oversize, shutdown).await {
                             break;
                         }
-                        dirty = true;
                     }
                     Err(e) => {
                         // Datagram sockets have no per-peer errors; whatever
@@ -174,10 +230,6 @@ impl Intake {
                     }
                 },
                 _ = tick.tick() => {
-                    if let Some(new) = ctx.take_reload() {
-                        self.classifier.set_accounts(new.auth.accounts.clone());
-                        info!("syslog intake: accounts filter reloaded");
-                    }
                     if dirty {
                         self.publish("listening");
                         dirty = false;
@@ -185,6 +237,35 @@ impl Intake {
                 }
             }
         }
+    }
+
+    /// Whether a datagram with these peer credentials may be read; counts
+    /// and (rate-limited) warns about the others.
+    fn sender_allowed(&mut self, creds: Option<UnixCredentials>) -> bool {
+        if creds.is_some_and(|c| self.allowed_uids.contains(&c.uid())) {
+            return true;
+        }
+        self.counters.received += 1;
+        self.counters.foreign += 1;
+        // No credentials cannot happen with SO_PASSCRED on; shown as uid -1.
+        let who = creds.map_or((u32::MAX, -1), |c| (c.uid(), c.pid()));
+        self.counters.last_foreign = Some(who);
+        self.foreign_unwarned += 1;
+        if self
+            .foreign_warned
+            .map_or(true, |t| t.elapsed() >= FOREIGN_WARN_EVERY)
+        {
+            warn!(
+                uid = who.0,
+                pid = who.1,
+                dropped = self.foreign_unwarned,
+                allowed = ?self.allowed_uids,
+                "syslog intake: datagrams from a uid not in [auth] intake_uids dropped"
+            );
+            self.foreign_warned = Some(Instant::now());
+            self.foreign_unwarned = 0;
+        }
+        false
     }
 
     /// Handles one datagram; false when the writer has shut down.
@@ -208,7 +289,11 @@ impl Intake {
             self.counters.looped += 1;
             return true;
         }
-        let Some(mut entry) = self.classifier.classify(program, msg.pid(), &msg.message) else {
+        let sender = proven_sender(&msg);
+        let Some(mut entry) = self
+            .classifier
+            .classify(program, msg.pid(), &msg.message, &sender)
+        else {
             return true;
         };
         if entry.time.is_none() {
@@ -283,6 +368,10 @@ impl Intake {
                 "oversize": c.oversize,
                 "malformed": c.malformed,
                 "empty": c.empty,
+                "foreign": c.foreign,
+                "last_foreign_uid": c.last_foreign.map(|f| f.0),
+                "last_foreign_pid": c.last_foreign.map(|f| f.1),
+                "unverified": a.unverified,
                 "appended": c.appended,
                 "last_seq": c.last_seq,
                 "errors": c.errors,
@@ -305,6 +394,7 @@ pub fn open_socket(path: &Path, group: &str) -> Result<(UnixDatagram, bool), Int
             .set_nonblocking(true)
             .map_err(io_err("set non-blocking"))?;
         let s = UnixDatagram::from_std(std_sock).map_err(io_err("register"))?;
+        pass_credentials(&s).map_err(io_err("enable SO_PASSCRED on"))?;
         return Ok((s, true));
     }
     if let Some(parent) = path.parent() {
@@ -319,12 +409,61 @@ pub fn open_socket(path: &Path, group: &str) -> Result<(UnixDatagram, bool), Int
         Err(e) => return Err(io_err("inspect")(e)),
     }
     let sock = UnixDatagram::bind(path).map_err(io_err("bind"))?;
+    pass_credentials(&sock).map_err(io_err("enable SO_PASSCRED on"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(io_err("set mode of"))?;
     crate::daemon::set_group(path, group);
     // Best effort: a larger queue absorbs bursts (rsyslog blocks meanwhile).
     let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &RCVBUF);
     Ok((sock, false))
+}
+
+/// Asks the kernel to attach the sender's credentials to every datagram.
+fn pass_credentials(sock: &UnixDatagram) -> io::Result<()> {
+    setsockopt(sock, sockopt::PassCred, &true).map_err(io::Error::from)
+}
+
+/// Receives one datagram into `buf` with the sender's credentials.
+fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<UnixCredentials>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(UnixCredentials);
+    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut creds = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmCredentials(u) = c {
+                creds = Some(u);
+            }
+        }
+    }
+    Ok((msg.bytes, creds))
+}
+
+/// What rsyslog proved about the original sender: the one `sender@32473`
+/// element, when there is exactly one; otherwise nothing is proven.
+pub fn proven_sender(msg: &syslog_msg::SyslogMessage) -> Sender {
+    let mut it = msg.structured_data.iter().filter(|e| e.id == SENDER_SD_ID);
+    let (Some(e), None) = (it.next(), it.next()) else {
+        return Sender::default();
+    };
+    // rsyslog's `json` option escapes `"` and `\` (undone by the SD
+    // parser) and also `/` as `\/`, which SD escaping leaves alone: undo it
+    // here. The result is the sender's string exactly (a `\` of its own
+    // came as `\\` and stays one backslash).
+    let one = |name: &str| {
+        let mut vals = e.params.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        match (vals.next(), vals.next()) {
+            (Some(v), None) if !v.is_empty() => Some(v.replace("\\/", "/")),
+            _ => None,
+        }
+    };
+    Sender {
+        uid: one("uid").and_then(|v| v.parse().ok()),
+        pid: one("pid").and_then(|v| v.parse().ok()),
+        exe: one("exe"),
+        comm: one("comm"),
+    }
 }
 
 /// A datagram socket bound to `path` among the file descriptors systemd
@@ -388,6 +527,26 @@ mod tests {
             .get(STATUS_SECTION)
             .cloned()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn sender_element_as_rsyslog_writes_it() {
+        let m = syslog_msg::parse(br#"<86>1 2026-01-01T00:00:00Z h sshd - - [sender@32473 uid="0" pid="7" exe="\/usr\/sbin\/sshd" comm="sshd"] Accepted x"#).unwrap();
+        let s = proven_sender(&m);
+        assert_eq!(s.uid, Some(0));
+        assert_eq!(s.pid, Some(7));
+        assert_eq!(s.exe.as_deref(), Some("/usr/sbin/sshd"));
+        // A path with a quote and backslashes of its own, JSON-escaped.
+        let m = syslog_msg::parse(br#"<86>1 2026-01-01T00:00:00Z h sshd - - [sender@32473 uid="1000" exe="\/tmp\/a\" exe=\"\\\/usr\/sbin\/sshd" comm=""] x"#).unwrap();
+        let s = proven_sender(&m);
+        assert_eq!(s.exe.as_deref(), Some(r#"/tmp/a" exe="\/usr/sbin/sshd"#));
+        assert_eq!(s.comm, None);
+        // rsyslog's empty properties prove nothing.
+        let m = syslog_msg::parse(
+            br#"<86>1 2026-01-01T00:00:00Z h sshd - - [sender@32473 uid="" exe=""] x"#,
+        )
+        .unwrap();
+        assert_eq!(proven_sender(&m), Sender::default());
     }
 
     #[tokio::test]
@@ -455,9 +614,12 @@ mod tests {
         let send = |b: &[u8]| {
             tx.send_to(b, &cfg.syslog_socket).unwrap();
         };
-        send(b"<86>Nov 25 15:08:39 sshd[12]: Accepted publickey for nexthink from 2001:db8::5 port 4242 ssh2: ED25519 SHA256:abc");
-        send(b"<86>Nov 25 15:08:39 sshd[13]: Accepted publickey for someone from 10.0.0.1 port 1 ssh2");
-        send(b"<85>1 2026-11-25T15:08:40.5Z other-host sudo 77 - - nexthink : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/echo \"hi\"");
+        send(b"<86>1 2026-11-25T15:08:39Z appliance1 sshd 12 - [sender@32473 uid=\"0\" pid=\"12\" exe=\"/usr/sbin/sshd\" comm=\"sshd\"] Accepted publickey for nexthink from 2001:db8::5 port 4242 ssh2: ED25519 SHA256:abc");
+        send(b"<86>1 2026-11-25T15:08:39Z appliance1 sshd 13 - [sender@32473 uid=\"0\" pid=\"13\" exe=\"/usr/sbin/sshd\"] Accepted publickey for someone from 10.0.0.1 port 1 ssh2");
+        send(b"<85>1 2026-11-25T15:08:40.5Z other-host sudo 77 - [sender@32473 uid=\"1000\" pid=\"77\" exe=\"/usr/bin/sudo\"] nexthink : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/echo \"hi\"");
+        // No proof of the sender, or a sender element of its own after ours.
+        send(b"<86>Nov 25 15:08:39 sshd[15]: Accepted password for nexthink from 6.6.6.6 port 1 ssh2");
+        send(b"<86>1 2026-11-25T15:08:39Z appliance1 sshd 16 - [sender@32473 uid=\"1000\" exe=\"/usr/bin/logger\"][sender@32473 uid=\"0\" exe=\"/usr/sbin/sshd\"] Accepted password for nexthink from 6.6.6.6 port 1 ssh2");
         send(b"<85>1 2026-11-25T15:08:41Z appliance1 nxauditd 1 60001 [nxaudit@32473 seq=\"1\"] SSH logon");
         send(b"");
         send(b"\xff\xfe garbage \x00 without header");
@@ -466,12 +628,14 @@ mod tests {
         big.resize(MAX_DATAGRAM + 5000, b'x');
         send(&big);
         send(b"<38>Nov 25 15:08:39 cron[1]: not ours");
-        wait_for("all datagrams", || section(&reg)["received"] == 9).await;
-        wait_for("published", || section(&reg)["appended"] == 3).await;
+        wait_for("all datagrams", || section(&reg)["received"] == 11).await;
+        wait_for("published", || section(&reg)["appended"] == 5).await;
         let s = section(&reg);
         assert_eq!(s["parsed"], 2, "{s}");
         assert_eq!(s["filtered"], 1, "{s}");
-        assert_eq!(s["raw"], 1, "{s}");
+        assert_eq!(s["raw"], 3, "{s}");
+        assert_eq!(s["unverified"], 3, "{s}");
+        assert_eq!(s["foreign"], 0, "{s}");
         assert_eq!(s["looped"], 1, "{s}");
         assert_eq!(s["oversize"], 1, "{s}");
         assert_eq!(s["empty"], 1, "{s}");
@@ -489,7 +653,7 @@ mod tests {
             .into_iter()
             .filter(|r| r.code < 60200)
             .collect();
-        assert_eq!(recs.len(), 3, "{recs:#?}");
+        assert_eq!(recs.len(), 5, "{recs:#?}");
         assert_eq!(recs[0].code, 60001);
         assert_eq!(recs[0].account, "nexthink");
         assert_eq!(recs[0].field("client"), Some("2001:db8::5"));
@@ -499,8 +663,12 @@ mod tests {
         assert_eq!(recs[1].field("command"), Some("/bin/echo \"hi\""));
         assert_eq!(recs[1].field("time"), Some("2026-11-25T15:08:40.500000Z"));
         assert_eq!(recs[1].field("syslog_host"), Some("other-host"));
-        assert_eq!(recs[2].code, 60002);
-        assert_eq!(recs[2].field("parsed"), Some("false"));
-        assert_eq!(recs[2].field("truncated"), Some("true"));
+        for r in &recs[2..] {
+            assert_eq!(r.code, 60009, "{r:?}");
+            assert_eq!(r.field("verified"), Some("false"));
+            assert_eq!(r.account, "-");
+        }
+        assert_eq!(recs[3].field("sender_exe"), None);
+        assert_eq!(recs[4].field("truncated"), Some("true"));
     }
 }

@@ -910,6 +910,13 @@ impl Journal {
             "ssh.service"
         };
         let mut f = self.base(&pid.to_string(), program, unit);
+        // What journald records for the real programs (the origin proof).
+        let exe = if program == "sudo" {
+            "/usr/bin/sudo"
+        } else {
+            "/usr/sbin/sshd"
+        };
+        f.push(("_EXE".into(), exe.as_bytes().to_vec()));
         f.push(("SYSLOG_IDENTIFIER".into(), program.as_bytes().to_vec()));
         f.push(("SYSLOG_PID".into(), pid.to_string().into_bytes()));
         f.push(("SYSLOG_FACILITY".into(), b"10".to_vec()));

@@ -10,6 +10,7 @@ mod corpus;
 mod durability;
 mod hostile_records;
 mod hostile_api;
+mod hostile_syslog;
 mod journal;
 mod lifecycle;
 mod logsets;

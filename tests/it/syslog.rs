@@ -26,7 +26,7 @@ const DROP_IN: &str = include_str!("../../packaging/rsyslog/30-nxaudit.conf");
 const MAIN_CONF: &str = include_str!("../../packaging/rsyslog/test-rsyslogd.conf.in");
 const FIXTURE: &str = include_str!("../fixtures/auth/cases.jsonl");
 
-fn rsyslogd_available() -> bool {
+pub(crate) fn rsyslogd_available() -> bool {
     let ok = Command::new("rsyslogd")
         .arg("-v")
         .stdout(Stdio::null())
@@ -39,7 +39,7 @@ fn rsyslogd_available() -> bool {
 }
 
 /// A private rsyslogd with the shipped drop-in.
-struct Rsyslogd {
+pub(crate) struct Rsyslogd {
     dir: PathBuf,
     child: Option<Child>,
     _tmp: tempfile::TempDir,
@@ -48,7 +48,7 @@ struct Rsyslogd {
 impl Rsyslogd {
     /// Starts rsyslogd forwarding sshd/sudo to `intake` (the daemon's
     /// syslog.sock).
-    fn start(intake: &Path) -> Rsyslogd {
+    pub(crate) fn start(intake: &Path) -> Rsyslogd {
         let tmp = tempfile::Builder::new()
             .prefix("nxaudit-rsyslog-")
             .tempdir()
@@ -98,13 +98,13 @@ impl Rsyslogd {
         self.child = c;
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
     }
 
     /// Stops with SIGTERM (rsyslog drains its queues and saves the disk
     /// queue) and waits for the exit.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(c.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -125,24 +125,24 @@ impl Rsyslogd {
     }
 
     /// The socket standing in for /dev/log.
-    fn log_sock(&self) -> PathBuf {
+    pub(crate) fn log_sock(&self) -> PathBuf {
         self.dir.join("log.sock")
     }
 
     /// The input for nxauditd's forwarded records.
-    fn forward_sock(&self) -> PathBuf {
+    pub(crate) fn forward_sock(&self) -> PathBuf {
         self.dir.join("forward.sock")
     }
 
     /// Sends one datagram to the /dev/log stand-in.
-    fn log(&self, datagram: &[u8]) {
+    pub(crate) fn log(&self, datagram: &[u8]) {
         let s = UnixDatagram::unbound().expect("socket");
         s.send_to(datagram, self.log_sock())
             .expect("send to rsyslog");
     }
 
     /// Lines of `all.log`: (programname, msgid, facility, sd, msg).
-    fn lines(&self) -> Vec<[String; 5]> {
+    pub(crate) fn lines(&self) -> Vec<[String; 5]> {
         let text = std::fs::read_to_string(self.dir.join("all.log")).unwrap_or_default();
         text.lines()
             .filter_map(|l| {
@@ -165,7 +165,9 @@ impl Drop for Rsyslogd {
 /// rsyslogd and a daemon sharing a base dir: rsyslogd first (it forwards
 /// to `<base>/syslog.sock`), then the daemon with the config `cfg` builds
 /// from the running rsyslogd (e.g. its forward socket).
-fn with_rsyslogd(cfg: impl Fn(&Rsyslogd) -> String) -> (tempfile::TempDir, Rsyslogd, TestDaemon) {
+pub(crate) fn with_rsyslogd(
+    cfg: impl Fn(&Rsyslogd) -> String,
+) -> (tempfile::TempDir, Rsyslogd, TestDaemon) {
     let base = tempfile::Builder::new()
         .prefix("nxaudit-it-")
         .tempdir()
@@ -176,7 +178,7 @@ fn with_rsyslogd(cfg: impl Fn(&Rsyslogd) -> String) -> (tempfile::TempDir, Rsysl
 }
 
 /// Complete records written so far (a line being written is left out).
-fn records(d: &TestDaemon) -> Vec<ParsedRecord> {
+pub(crate) fn records(d: &TestDaemon) -> Vec<ParsedRecord> {
     let mut out = Vec::new();
     for f in nxaudit::logset::list(&d.log_dir()).unwrap_or_default() {
         let Ok(r) = nxaudit::logset::open(&f) else {
@@ -191,20 +193,30 @@ fn records(d: &TestDaemon) -> Vec<ParsedRecord> {
     out
 }
 
-fn auth_records(d: &TestDaemon) -> Vec<ParsedRecord> {
+pub(crate) fn auth_records(d: &TestDaemon) -> Vec<ParsedRecord> {
     records(d)
         .into_iter()
-        .filter(|r| (60001..=60102).contains(&r.code))
+        .filter(|r| (60001..=60109).contains(&r.code))
         .collect()
 }
 
+/// An `[auth]` section taking rsyslog's messages with this test process
+/// (root, running the test binary) as the proven sshd and sudo: the tests
+/// send the fixture's lines themselves.
+pub(crate) fn auth_trusting_tests(accounts: &str) -> String {
+    let me = std::env::current_exe().expect("test binary path");
+    format!(
+        "[auth]\nsource = \"rsyslog\"\naccounts = {accounts}\nsshd_exes = [{me:?}]\nsudo_exes = [{me:?}]\n"
+    )
+}
+
 /// `nxaudit status --json`.
-fn status(d: &TestDaemon) -> serde_json::Value {
+pub(crate) fn status(d: &TestDaemon) -> serde_json::Value {
     let out = d.cli(&["status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-fn wait_listening(d: &TestDaemon) {
+pub(crate) fn wait_listening(d: &TestDaemon) {
     let sock = d.base.join("syslog.sock");
     wait_for("syslog intake socket", T, || sock.exists());
 }
@@ -276,7 +288,7 @@ fn fixture_through_rsyslog() {
     if !rsyslogd_available() {
         return;
     }
-    let d = TestDaemon::start("[auth]\nsource = \"rsyslog\"\naccounts = []\n");
+    let d = TestDaemon::start(&auth_trusting_tests("[]"));
     wait_listening(&d);
     let r = Rsyslogd::start(&d.base.join("syslog.sock"));
     let cases = fixture();
@@ -310,7 +322,8 @@ fn fixture_through_rsyslog() {
     let st2 = status(&d);
     let s = &st2["syslog_intake"];
     assert_eq!(s["looped"], 0, "{st}");
-    assert_eq!(s["raw"], 3, "{s}");
+    assert_eq!(s["raw"], 10, "{s}");
+    assert_eq!(s["unverified"], 0, "{s}");
     assert_eq!(
         s["other_program"], 0,
         "rsyslog forwarded a non-sshd/sudo line: {s}"
@@ -464,7 +477,8 @@ fn no_loop_through_one_rsyslogd() {
     }
     let (_base, r, d) = with_rsyslogd(|r| {
         format!(
-            "[auth]\nsource = \"rsyslog\"\naccounts = []\n[forward]\nenabled = true\ntarget = \"{}\"\n",
+            "{}[forward]\nenabled = true\ntarget = \"{}\"\n",
+            auth_trusting_tests("[]"),
             r.forward_sock().display()
         )
     });
@@ -509,7 +523,7 @@ fn no_loop_through_one_rsyslogd() {
 /// intake: counted, never a crash; the daemon's own APP-NAME is dropped.
 #[test]
 fn intake_survives_garbage() {
-    let mut d = TestDaemon::start("[auth]\nsource = \"rsyslog\"\naccounts = [\"nexthink\"]\n");
+    let mut d = TestDaemon::start(&auth_trusting_tests("[\"nexthink\"]"));
     wait_listening(&d);
     let sock = d.base.join("syslog.sock");
     let tx = UnixDatagram::unbound().expect("socket");
@@ -547,11 +561,12 @@ fn intake_survives_garbage() {
         &sock,
     )
     .expect("send own");
-    tx.send_to(
-        b"<86>Nov 25 15:08:39 sshd[3]: Accepted password for nexthink from 10.0.0.2 port 2 ssh2",
-        &sock,
-    )
-    .expect("send valid");
+    // As rsyslog's template sends it: with the proven sender (this test).
+    let valid = format!(
+        "<86>1 2026-11-25T15:08:39Z h sshd 3 - [sender@32473 uid=\"0\" pid=\"3\" exe={:?}] Accepted password for nexthink from 10.0.0.2 port 2 ssh2",
+        std::env::current_exe().expect("exe").display().to_string()
+    );
+    tx.send_to(valid.as_bytes(), &sock).expect("send valid");
     sent += 3;
     wait_for("valid record after the garbage", T, || {
         records(&d)

@@ -6,12 +6,15 @@
 //! same message the same way. journalctl is narrowed to the programs'
 //! `SYSLOG_IDENTIFIER` or `_COMM`; the classifier gets the program name
 //! (identifier, else command), the pid (`_PID`, else `SYSLOG_PID`) and the
-//! message.
+//! message, and as the proven sender the fields journald itself recorded
+//! at receipt (`_UID` from the socket credentials, `_PID`, `_EXE`, `_COMM`;
+//! a sender cannot set `_`-prefixed fields), so `logger -t sshd` run by a
+//! user yields 60009 naming that user, never a logon (SPEC §6).
 
 use super::entry::JournalEntry;
 use super::follower::{Classifier, Verdict};
 use crate::config::{AuthConfig, Config};
-use crate::sources::auth_parse::AuthClassifier;
+use crate::sources::auth_parse::{AuthClassifier, Sender};
 
 /// Programs whose messages are read (OpenSSH ≥ 9.8 logs as `sshd-session`).
 pub const PROGRAMS: [&str; 3] = ["sshd", "sshd-session", "sudo"];
@@ -43,7 +46,7 @@ impl Classifier for AuthJournalClassifier {
     }
 
     fn reload(&mut self, config: &Config) {
-        self.inner.set_accounts(config.auth.accounts.clone());
+        self.inner.reload(&config.auth);
     }
 
     fn classify(&mut self, e: &JournalEntry) -> Verdict {
@@ -60,7 +63,13 @@ impl Classifier for AuthJournalClassifier {
             .field("_PID")
             .or_else(|| e.field("SYSLOG_PID"))
             .and_then(|p| p.parse::<u32>().ok());
-        match self.inner.classify(&program, pid, &message) {
+        let sender = Sender {
+            uid: e.field("_UID").and_then(|u| u.parse().ok()),
+            pid: e.field("_PID").and_then(|p| p.parse().ok()),
+            exe: e.field("_EXE").map(|x| x.into_owned()),
+            comm: e.field("_COMM").map(|x| x.into_owned()),
+        };
+        match self.inner.classify(&program, pid, &message, &sender) {
             Some(rec) => Verdict::Record(Box::new(rec)),
             None => Verdict::Ignored("not_recorded"),
         }
