@@ -53,15 +53,16 @@ const TAG_LEN: usize = 12;
 /// Why a file-system step in the log or state directory was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    /// A system call failed.
-    #[error("{what} {path}: {source}")]
+    /// A system call failed. (The error is part of the message, not a
+    /// `source`, so chained reports do not print it twice.)
+    #[error("{what} {path}: {err}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        err: io::Error,
     },
     /// The name is a symbolic link; links are never followed here.
     #[error("{path} is a symbolic link; refusing to follow it (remove it if it is not expected)")]
@@ -125,14 +126,14 @@ pub enum FsError {
 impl FsError {
     /// True when the file simply does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, FsError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        matches!(self, FsError::Io { err, .. } if err.kind() == io::ErrorKind::NotFound)
     }
 }
 
 impl From<FsError> for io::Error {
     fn from(e: FsError) -> io::Error {
         let kind = match &e {
-            FsError::Io { source, .. } => source.kind(),
+            FsError::Io { err, .. } => err.kind(),
             FsError::AlreadyRunning { .. } => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::PermissionDenied,
         };
@@ -141,10 +142,10 @@ impl From<FsError> for io::Error {
 }
 
 fn io_fail<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
-    move |source| FsError::Io {
+    move |err| FsError::Io {
         what,
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -221,7 +222,7 @@ impl Dir {
             Err(e) => Err(FsError::Io {
                 what: "open directory",
                 path: path.to_path_buf(),
-                source: e.into(),
+                err: e.into(),
             }),
         }
     }
@@ -316,7 +317,7 @@ impl Dir {
                 return Err(FsError::Io {
                     what: "open",
                     path,
-                    source: e.into(),
+                    err: e.into(),
                 })
             }
         };
@@ -381,10 +382,8 @@ impl Dir {
                         .map_err(|e| io_fail("fcntl", &self.path)(e.into()))?;
                     return Ok((f, name));
                 }
-                Err(FsError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::AlreadyExists =>
-                {
-                    last = Some(source);
+                Err(FsError::Io { err, .. }) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    last = Some(err);
                 }
                 Err(e) => return Err(e),
             }
@@ -392,27 +391,38 @@ impl Dir {
         Err(FsError::Io {
             what: "create a temporary file in",
             path: self.path.clone(),
-            source: last.unwrap_or_else(|| io::Error::other("no free name")),
+            err: last.unwrap_or_else(|| io::Error::other("no free name")),
         })
     }
 
-    /// Replaces `name` atomically and durably with `data`: exclusive temp
-    /// file, write, fsync, rename over `name`, fsync of the directory. A
-    /// link at `name` is replaced, never written through.
-    pub fn replace(&self, name: &str, data: &[u8], mode: u32) -> Result<(), FsError> {
+    /// Replaces `name` atomically with `data`: exclusive temp file, write,
+    /// fsync, rename over `name`, fsync of the directory (the two fsyncs
+    /// only when `durability` asks for them). A link at `name` is
+    /// replaced, never written through.
+    pub fn replace(
+        &self,
+        name: &str,
+        data: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), FsError> {
         check_name(name).map_err(io_fail("replace", &self.join(name)))?;
         let (mut f, tmp) = self.create_temp(&format!("{name}."), mode)?;
         let tmp_path = self.join(&tmp);
+        let durable = durability == Durability::Durable;
         let res = f
             .write_all(data)
-            .and_then(|_| f.sync_all())
+            .and_then(|_| if durable { f.sync_all() } else { Ok(()) })
             .map_err(io_fail("write", &tmp_path))
             .and_then(|_| self.rename(&tmp, name));
         if let Err(e) = res {
             let _ = self.remove(&tmp);
             return Err(e);
         }
-        self.sync()
+        if durable {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Renames `from` to `to` inside this directory (links are renamed,
@@ -425,7 +435,7 @@ impl Dir {
         rfs::renameat(&self.fd, from, &self.fd, to).map_err(|e| FsError::Io {
             what: "rename",
             path,
-            source: e.into(),
+            err: e.into(),
         })
     }
 
@@ -436,7 +446,7 @@ impl Dir {
         rfs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(|e| FsError::Io {
             what: "remove",
             path,
-            source: e.into(),
+            err: e.into(),
         })
     }
 
@@ -508,7 +518,7 @@ fn split(path: &Path) -> Result<(Dir, String), FsError> {
     let bad = || FsError::Io {
         what: "use",
         path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+        err: io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
     };
     let name = path
         .file_name()
@@ -522,12 +532,23 @@ fn split(path: &Path) -> Result<(Dir, String), FsError> {
     Ok((Dir::open(parent)?, name))
 }
 
-/// Replaces the state file at `path` atomically and durably (see
-/// [`Dir::replace`]), with mode [`STATE_FILE_MODE`]. Every state file goes
-/// through here.
-pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), FsError> {
+/// Whether [`Dir::replace`] syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and the directory: positions and cursors, which
+    /// must survive a power loss.
+    Durable,
+    /// No fsync: files rebuilt at every start and every second (status,
+    /// pid), where a sync would only make the writer's own `fdatasync`
+    /// wait behind the filesystem's journal commit.
+    Volatile,
+}
+
+/// Replaces the state file at `path` atomically (see [`Dir::replace`]),
+/// with mode [`STATE_FILE_MODE`]. Every state file goes through here.
+pub fn replace_file(path: &Path, data: &[u8], durability: Durability) -> Result<(), FsError> {
     let (dir, name) = split(path)?;
-    dir.replace(&name, data, STATE_FILE_MODE)
+    dir.replace(&name, data, STATE_FILE_MODE, durability)
 }
 
 /// Reads the small state file at `path` without following a link;
@@ -690,7 +711,8 @@ mod tests {
         }
         let err = dir.read_small("f").unwrap_err().to_string();
         assert!(!err.contains("secret"), "{err}");
-        dir.replace("f", b"new\n", 0o640).unwrap();
+        dir.replace("f", b"new\n", 0o640, Durability::Durable)
+            .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"secret\n");
         assert_eq!(std::fs::read(sub.join("f")).unwrap(), b"new\n");
         std::os::unix::fs::symlink(&sub, d.path().join("link")).unwrap();
