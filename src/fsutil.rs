@@ -554,8 +554,12 @@ pub fn replace_file(path: &Path, data: &[u8], durability: Durability) -> Result<
 /// Reads the small state file at `path` without following a link;
 /// `Ok(None)` when it does not exist.
 pub fn read_file(path: &Path) -> Result<Option<Vec<u8>>, FsError> {
-    let (dir, name) = split(path)?;
-    dir.read_small(&name)
+    match split(path) {
+        Ok((dir, name)) => dir.read_small(&name),
+        // No directory yet: no file either.
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sets the group of the open file `f` to `group` (if non-empty), logging
@@ -680,7 +684,11 @@ impl InstanceLock {
 /// `None` when no process holds it (no daemon runs, whatever a pid file
 /// says). Always `None` inside the holding process itself.
 pub fn lock_holder(state_dir: &Path) -> Result<Option<i32>, FsError> {
-    let dir = Dir::open(state_dir)?;
+    let dir = match Dir::open(state_dir) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let f = match dir.open_file(LOCK_FILE, Access::Read) {
         Ok(f) => f,
         Err(e) if e.is_not_found() => return Ok(None),
