@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{AuthSource, Config};
+use crate::fsutil::{self, FsError, InstanceLock};
 use crate::listener::{self, Acl, ListenError, Shared};
 use crate::shutdown::ShutdownTrigger;
 use crate::sources::SourceContext;
@@ -37,6 +38,9 @@ pub enum DaemonError {
     /// The socket could not be bound.
     #[error("cannot listen")]
     Listen(#[from] ListenError),
+    /// The state directory is unsafe, or another daemon owns it.
+    #[error(transparent)]
+    Files(#[from] FsError),
     /// Another I/O step failed.
     #[error("{what}")]
     Io {
@@ -49,23 +53,19 @@ pub enum DaemonError {
 
 /// Sets the group of `path` to `group` (if non-empty), logging failures:
 /// a missing group must not stop the daemon from writing audit records.
+/// Never follows a link; see [`fsutil::set_group_path`] (kept for callers
+/// that hold only a path).
 pub fn set_group(path: &Path, group: &str) {
-    if group.is_empty() {
-        return;
-    }
-    match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => {
-            if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
-                warn!(path = %path.display(), group, error = %e, "cannot set group");
-            }
-        }
-        _ => warn!(path = %path.display(), group, "group does not exist; left as created"),
-    }
+    fsutil::set_group_path(path, group);
 }
+
+/// Name of the pid file in the state directory: for people and old tools
+/// only; the CLI finds the daemon through the instance lock.
+const PID_FILE: &str = "nxauditd.pid";
 
 /// Path of the pid file in the state directory.
 pub fn pid_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("nxauditd.pid")
+    state_dir.join(PID_FILE)
 }
 
 /// Path of the status file in the state directory.
@@ -73,14 +73,12 @@ pub fn status_file(state_dir: &Path) -> PathBuf {
     state_dir.join("status.json")
 }
 
-/// Writes `data` to `path` atomically (temp, rename), so readers never see
-/// a half-written file. No fsync: the pid and status files are rebuilt at
-/// every start, and an fsync here would stall whoever calls it for as long
-/// as the filesystem's journal commit takes.
+/// Replaces the state file `path` with `data` atomically, never through a
+/// link; see [`fsutil::replace_file`]. No fsync: the pid and status files
+/// are rebuilt at every start, and an fsync here would stall whoever calls
+/// it for as long as the filesystem's journal commit takes.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    fsutil::replace_file(path, data, fsutil::Durability::Volatile).map_err(Into::into)
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -107,10 +105,13 @@ pub async fn run(
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
     let mut usr1 = sig(SignalKind::user_defined1())?;
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::Io {
-        what: format!("create {}", cfg.state_dir.display()),
-        source,
-    })?;
+    // The instance lock comes before anything else is touched: a second
+    // daemon on the same directories must leave them exactly as they are.
+    let state = fsutil::Dir::create(&cfg.state_dir, "")?;
+    state.check_private()?;
+    let _lock = InstanceLock::acquire(&state)?;
+    // Temporary files of a replace interrupted by a crash.
+    state.remove_temps("");
     let (writer, recovery, writer_thread) = writer::start(&cfg)?;
     info!(
         last_seq = recovery.last_seq,
@@ -242,7 +243,7 @@ pub async fn run(
     if bound.owned {
         listener::remove_socket(&cfg.socket);
     }
-    let _ = std::fs::remove_file(&pidf);
+    let _ = state.remove(PID_FILE);
     Ok(())
 }
 

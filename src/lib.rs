@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod fsutil;
 pub mod listener;
 pub mod logset;
 pub mod protocol;

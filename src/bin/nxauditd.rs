@@ -26,6 +26,9 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // First of all: whatever umask we were started with, nothing we create
+    // is group-writable or readable by others.
+    nxaudit::fsutil::set_umask();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

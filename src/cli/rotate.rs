@@ -1,5 +1,6 @@
-//! `nxaudit rotate`: asks the running daemon to rotate (SIGUSR1 to the pid
-//! in its state directory) and waits until the rotated file appears.
+//! `nxaudit rotate`: asks the running daemon to rotate (SIGUSR1 to the
+//! process holding its instance lock) and waits until the rotated file
+//! appears.
 
 use std::time::{Duration, Instant};
 
@@ -15,19 +16,25 @@ pub struct Args {
     pub timeout: u64,
 }
 
-/// Reads the daemon's pid and checks it is alive.
+/// The pid of the running daemon: the process that holds the instance
+/// lock in the state directory (`F_GETLK`). The pid file is not trusted:
+/// anything can be written there, and a pid outlives its process (after
+/// `kill -9`, or as a zombie). Nobody holding the lock means not running.
 pub fn daemon_pid(ctx: &Context) -> anyhow::Result<nix::unistd::Pid> {
-    let pidf = crate::daemon::pid_file(&ctx.config.state_dir);
-    let text = std::fs::read_to_string(&pidf)
-        .with_context(|| format!("read {} (is nxauditd running?)", pidf.display()))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("bad pid in {}", pidf.display()))?;
-    let pid = nix::unistd::Pid::from_raw(pid);
-    nix::sys::signal::kill(pid, None)
-        .with_context(|| format!("nxauditd (pid {pid}) is not running"))?;
-    Ok(pid)
+    let state = &ctx.config.state_dir;
+    let holder = crate::fsutil::lock_holder(state).with_context(|| {
+        format!(
+            "cannot tell whether nxauditd runs (its lock in {})",
+            state.display()
+        )
+    })?;
+    match holder {
+        Some(pid) if pid > 0 => Ok(nix::unistd::Pid::from_raw(pid)),
+        _ => bail!(
+            "nxauditd is not running (no process holds {})",
+            state.join(crate::fsutil::LOCK_FILE).display()
+        ),
+    }
 }
 
 /// Runs the subcommand; returns the exit code.

@@ -50,7 +50,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,10 @@ pub enum ForwardError {
         /// Why.
         source: io::Error,
     },
+    /// The position file is a link or not a regular file: refused before
+    /// reading, so nothing of a link's target is ever shown.
+    #[error("position file: {0}")]
+    Unsafe(#[from] crate::fsutil::FsError),
     /// The position file does not hold a number.
     #[error("position file {path} is corrupt: {content:?}")]
     Corrupt {
@@ -128,38 +132,28 @@ pub fn saved_position(state_dir: &Path) -> Option<u64> {
 
 fn read_position(state_dir: &Path) -> Result<Option<u64>, ForwardError> {
     let path = position_path(state_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ForwardError::Corrupt {
-                path,
-                content: s.chars().take(40).collect(),
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ForwardError::Position { path, source }),
-    }
+    let Some(bytes) = crate::fsutil::read_file(&path)? else {
+        return Ok(None);
+    };
+    let s = String::from_utf8_lossy(&bytes);
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| ForwardError::Corrupt {
+            path,
+            content: s.chars().take(40).collect(),
+        })
 }
 
-/// Saves the position atomically: temp file, fsync, rename, fsync of the
-/// directory.
+/// Saves the position atomically and durably (exclusive temp file,
+/// fsync, rename, fsync of the directory), never through a link.
 pub fn save_position(state_dir: &Path, seq: u64) -> Result<(), ForwardError> {
-    let path = position_path(state_dir);
-    let err = |source| ForwardError::Position {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(state_dir).map_err(err)?;
-    let tmp = state_dir.join(format!("{POSITION_FILE}.tmp"));
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(format!("{seq}\n").as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    File::open(state_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
+    crate::fsutil::Dir::create(state_dir, "")?;
+    crate::fsutil::replace_file(
+        &position_path(state_dir),
+        format!("{seq}\n").as_bytes(),
+        crate::fsutil::Durability::Durable,
+    )?;
     Ok(())
 }
 
@@ -952,6 +946,7 @@ mod tests {
     use crate::record::{seal, text_body, Chain, Entry, Format, Stamp, GENESIS};
     use crate::sources::syslog_msg;
     use chrono::{DateTime, Utc};
+    use std::io::Write;
 
     fn line(seq: u64, code: u32, text: &str) -> String {
         let mut e = Entry::appliance(code)

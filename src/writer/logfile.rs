@@ -4,10 +4,9 @@
 //! all-or-nothing.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +16,7 @@ use tracing::{info, warn};
 
 use super::{Ack, AppendError, Reply, WriterStats};
 use crate::config::{Config, FlushPolicy, LogConfig};
+use crate::fsutil::{self, Access, Dir, FsError};
 use crate::logset;
 use crate::record::{self, Chain, Entry, Format, Stamp, GENESIS};
 
@@ -35,6 +35,10 @@ pub enum OpenError {
         /// The error.
         source: io::Error,
     },
+    /// The log directory or active file is unsafe (a link, a non-regular
+    /// file, a directory other users can write).
+    #[error(transparent)]
+    Files(#[from] FsError),
     /// The chain key file is unusable.
     #[error("chain key file {path}: {why}")]
     Key {
@@ -64,6 +68,9 @@ pub struct Recovery {
 /// The writer's view of the active file.
 pub(crate) struct LogWriter {
     dir: PathBuf,
+    /// The log directory, opened once; every file in it is reached
+    /// through this handle, never by following a path.
+    dir_fd: Dir,
     active: PathBuf,
     file: File,
     size: u64,
@@ -104,20 +111,6 @@ fn complete_len(f: &mut File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
-/// fsyncs a directory so a create or rename in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn open_append(path: &Path, mode: u32) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(mode)
-        .open(path)
-}
-
 struct Last {
     seq: u64,
     h: String,
@@ -132,7 +125,8 @@ impl LogWriter {
         stats: Arc<WriterStats>,
     ) -> Result<(LogWriter, Recovery), OpenError> {
         let dir = cfg.log_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let dir_fd = Dir::create(&dir, &cfg.log.group)?;
+        dir_fd.check_private()?;
         let chain = Chain::from_key_file(&cfg.log.chain_key_file).map_err(|e| OpenError::Key {
             path: cfg.log.chain_key_file.clone(),
             why: e.to_string(),
@@ -144,12 +138,16 @@ impl LogWriter {
         let mut first: Option<(DateTime<Utc>, u64)> = None;
         let mut last: Option<Last> = None;
 
-        if active.exists() {
-            let mut f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&active)
-                .map_err(io_err(format!("open {}", active.display())))?;
+        // A link or anything but a regular file at audit.log is refused
+        // (the daemon does not start): nothing is written through it and
+        // the operator sees what was planted.
+        let existing = match dir_fd.open_file(logset::ACTIVE, Access::ReadWrite) {
+            Ok(f) => Some(f),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let existed = existing.is_some();
+        if let Some(mut f) = existing {
             // Stream the file: it can be as large as rotate_size, and
             // start-up memory must stay bounded too.
             let len = f
@@ -221,17 +219,15 @@ impl LogWriter {
                 }
             }
         }
-        let existed = active.exists();
-        let file = open_append(&active, file_mode)
-            .map_err(io_err(format!("open {}", active.display())))?;
+        let file = dir_fd.open_file(logset::ACTIVE, Access::AppendCreate(file_mode))?;
         let size = file
             .metadata()
             .map_err(io_err(format!("stat {}", active.display())))?
             .len();
         if !existed {
-            sync_dir(&dir).map_err(io_err(format!("sync {}", dir.display())))?;
+            dir_fd.sync()?;
         }
-        crate::daemon::set_group(&active, &cfg.log.group);
+        fsutil::set_group(&file, &cfg.log.group, &active);
         let (next_seq, last_h, last_ts) = match last {
             Some(l) => (l.seq + 1, l.h, l.ts),
             None => (1, GENESIS.to_string(), DateTime::<Utc>::MIN_UTC),
@@ -244,6 +240,7 @@ impl LogWriter {
         let compressor = super::Compressor::start(cfg);
         let mut w = LogWriter {
             dir,
+            dir_fd,
             active,
             file,
             size,
@@ -565,19 +562,25 @@ impl LogWriter {
         let name = logset::rotated_name(self.file_start, self.file_first_seq);
         let target = self.dir.join(&name);
         let fail = |what: &str, e: io::Error| AppendError::WriteFailed(format!("{what}: {e}"));
-        std::fs::rename(&self.active, &target).map_err(|e| fail("rename active file", e))?;
-        let new_file = match open_append(&self.active, self.file_mode) {
+        self.dir_fd
+            .rename(logset::ACTIVE, &name)
+            .map_err(|e| fail("rename active file", e.into()))?;
+        // Exclusive: whatever appeared under the name meanwhile is not used.
+        let new_file = match self
+            .dir_fd
+            .open_file(logset::ACTIVE, Access::AppendCreateNew(self.file_mode))
+        {
             Ok(f) => f,
             Err(e) => {
                 // Put the old file back so writing can go on.
-                let _ = std::fs::rename(&target, &self.active);
-                return Err(fail("create new active file", e));
+                let _ = self.dir_fd.rename(&name, logset::ACTIVE);
+                return Err(fail("create new active file", e.into()));
             }
         };
-        if let Err(e) = sync_dir(&self.dir) {
+        if let Err(e) = self.dir_fd.sync() {
             warn!(error = %e, "directory fsync after rotation failed");
         }
-        crate::daemon::set_group(&self.active, &self.cfg.group);
+        fsutil::set_group(&new_file, &self.cfg.group, &self.active);
         self.file = new_file;
         self.size = 0;
         self.ids.clear();
@@ -633,7 +636,10 @@ mod tests {
         let first = outcomes(&mut w, &["old"]);
         let old_seq = first[0].as_ref().unwrap().seq;
         // /dev/full answers every write with ENOSPC: a real full disk.
-        w.file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        w.file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let r = outcomes(&mut w, &["new", "new", "old"]);
         assert!(matches!(r[0], Err(AppendError::DiskFull(_))), "{:?}", r[0]);
         assert!(

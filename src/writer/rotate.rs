@@ -1,15 +1,16 @@
 //! Background work on rotated files: compression and retention.
 //!
 //! Runs on its own thread so the writer never waits for it. Compression is
-//! crash-safe: `X.log` → `X.log.zst.tmp` (synced) → rename to `X.log.zst`
-//! (dir synced) → remove `X.log`. A crash leaves either the plain file or a
-//! complete compressed one (and at worst a `.tmp` that the next start
-//! removes). Retention deletes the oldest rotated files first, never the
+//! crash-safe: `X.log` → `X.log.zst.<random>.tmp` (created exclusively,
+//! synced) → rename to `X.log.zst` (dir synced) → remove `X.log`. A crash
+//! leaves either the plain file or a complete compressed one (and at worst
+//! a `.tmp` that the next start removes). Every file is reached through
+//! the directory handle of [`crate::fsutil::Dir`]: no planted link is
+//! followed, no predictable temp name is ever opened. Retention deletes the oldest rotated files first, never the
 //! active one and never one the syslog forwarder has not read yet.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 use crate::config::{Compression as Codec, Config, LogConfig};
 use crate::logset::{self, Compression};
 
-use super::logfile::sync_dir;
+use crate::fsutil::{self, Access, Dir};
 
 /// Uncompressed size of one zstd frame of a rotated file.
 const ZSTD_FRAME: usize = 1 << 20;
@@ -127,29 +128,31 @@ impl Worker {
     /// Removes temp files of an interrupted compression, drops a plain file
     /// whose compressed copy is complete, and compresses the rest.
     fn recover(&mut self) {
+        let Ok(dir) = Dir::open(&self.dir) else {
+            return;
+        };
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
         let mut plain = Vec::new();
         for ent in rd.flatten() {
-            let p = ent.path();
             let name = ent.file_name().to_string_lossy().into_owned();
             if name.starts_with("audit-") && name.ends_with(".tmp") {
-                info!(file = %p.display(), "removing leftover of an interrupted compression");
-                let _ = std::fs::remove_file(&p);
+                info!(file = %ent.path().display(), "removing leftover of an interrupted compression");
+                let _ = dir.remove(&name);
             } else if let Some((_, _, Compression::Plain)) = logset::parse_rotated_name(&name) {
-                plain.push(p);
+                plain.push(name);
             }
         }
         plain.sort();
-        for p in plain {
+        for name in plain {
             for ext in ["zst", "gz"] {
-                let c = PathBuf::from(format!("{}.{ext}", p.display()));
-                if c.exists() {
-                    let _ = std::fs::remove_file(&p);
+                if matches!(dir.entry(&format!("{name}.{ext}")), Ok(Some(_))) {
+                    let _ = dir.remove(&name);
                 }
             }
-            if p.exists() {
+            if matches!(dir.entry(&name), Ok(Some(_))) {
+                let p = dir.join(&name);
                 if let Err(e) = self.compress(&p) {
                     warn!(file = %p.display(), error = %e, "compression failed");
                 }
@@ -163,16 +166,15 @@ impl Worker {
             Codec::Zstd => "zst",
             Codec::Gzip => "gz",
         };
-        let dst = PathBuf::from(format!("{}.{ext}", src.display()));
-        let tmp = PathBuf::from(format!("{}.{ext}.tmp", src.display()));
-        let mut input = BufReader::new(File::open(src)?);
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(self.mode)
-            .open(&tmp)?;
-        crate::daemon::set_group(&tmp, &self.group);
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io::Error::other(format!("{} has no file name", src.display())))?;
+        let dir = Dir::open(&self.dir)?;
+        let dst = format!("{name}.{ext}");
+        let mut input = BufReader::new(dir.open_file(name, Access::Read)?);
+        let (out, tmp) = dir.create_temp(&format!("{dst}."), self.mode)?;
+        fsutil::set_group(&out, &self.group, &dir.join(&tmp));
         let res = (|| -> io::Result<File> {
             match self.codec {
                 Codec::Zstd => {
@@ -208,18 +210,18 @@ impl Worker {
         let file = match res {
             Ok(f) => f,
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = dir.remove(&tmp);
                 return Err(e);
             }
         };
         if let Err(e) = file.sync_all() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = dir.remove(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, &dst)?;
-        sync_dir(&self.dir)?;
-        std::fs::remove_file(src)?;
-        sync_dir(&self.dir)?;
+        dir.rename(&tmp, &dst)?;
+        dir.sync()?;
+        dir.remove(name)?;
+        dir.sync()?;
         Ok(())
     }
 
@@ -229,6 +231,9 @@ impl Worker {
     }
 
     fn enforce_retention(&self) {
+        let Ok(dir) = Dir::open(&self.dir) else {
+            return;
+        };
         let Ok(files) = logset::list(&self.dir) else {
             return;
         };
@@ -236,7 +241,9 @@ impl Worker {
         // A rotated file's last seq is the next file's first seq minus one.
         let mut entries: Vec<(PathBuf, u64, u64)> = Vec::new();
         for (i, f) in rotated.iter().enumerate() {
-            let size = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::symlink_metadata(&f.path)
+                .map(|m| m.len())
+                .unwrap_or(0);
             let next_first = rotated
                 .get(i + 1)
                 .and_then(|n| n.first_seq)
@@ -265,7 +272,8 @@ impl Worker {
                     break;
                 }
             }
-            match std::fs::remove_file(&path) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            match dir.remove(name) {
                 Ok(()) => {
                     info!(file = %path.display(), "retention removed an old log file");
                     total -= size;
@@ -277,6 +285,6 @@ impl Worker {
                 }
             }
         }
-        let _ = sync_dir(&self.dir);
+        let _ = dir.sync();
     }
 }

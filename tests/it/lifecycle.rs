@@ -435,7 +435,7 @@ fn disk_full_refuses_then_recovers_with_60905() {
     let log = dir.path().join("log");
     std::fs::create_dir_all(&log).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "nxaudit-test"])
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0755", "nxaudit-test"])
         .arg(&log)
         .status()
         .map(|s| s.success())

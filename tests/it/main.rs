@@ -11,6 +11,7 @@ mod durability;
 mod hostile_records;
 mod hostile_api;
 mod hostile_syslog;
+mod hostile_files;
 mod journal;
 mod lifecycle;
 mod logsets;

@@ -16,8 +16,7 @@
 //! sequences the log's record wins when its seq is above the file's
 //! `log_seq` (it was written after the file was saved), else the file wins.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -134,17 +133,20 @@ impl CursorStore {
 
     /// Reads the saved position; `Ok(None)` when there is no file.
     pub fn load(&self) -> Result<Option<Position>, JournalError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+        // Never through a link: a refused link is never read, so nothing of
+        // its target can reach a diagnostic.
+        let bytes = match crate::fsutil::read_file(&self.path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) => {
                 return Err(JournalError::Io {
                     what: "cannot read cursor file",
                     path: self.path.clone(),
-                    source,
+                    source: e.into(),
                 })
             }
         };
+        let text = String::from_utf8_lossy(&bytes);
         let corrupt = |message: String| JournalError::CorruptState {
             path: self.path.clone(),
             message,
@@ -161,8 +163,9 @@ impl CursorStore {
         }))
     }
 
-    /// Saves `pos` atomically and durably: temp file, fsync, rename,
-    /// directory fsync. Blocking; call from `spawn_blocking`.
+    /// Saves `pos` atomically and durably (exclusive temp file, fsync,
+    /// rename, directory fsync), never through a link. Blocking; call from
+    /// `spawn_blocking`.
     pub fn save(&self, pos: &Position) -> Result<(), JournalError> {
         let io_err = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -173,7 +176,8 @@ impl CursorStore {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or_else(|| Path::new("."));
-        fs::create_dir_all(dir).map_err(io_err("cannot create state directory", dir))?;
+        crate::fsutil::Dir::create(dir, "")
+            .map_err(|e| io_err("cannot create state directory", dir)(e.into()))?;
         let saved = SavedPosition {
             cursor: pos.cursor.as_ref().map(|c| c.as_str().to_string()),
             log_seq: pos.log_seq,
@@ -183,20 +187,12 @@ impl CursorStore {
             message: e.to_string(),
         })?;
         body.push('\n');
-        let mut tmp_name = self.path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        {
-            let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-            f.write_all(body.as_bytes())
-                .map_err(io_err("cannot write", &tmp))?;
-            f.sync_all().map_err(io_err("cannot sync", &tmp))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(io_err("cannot rename to", &self.path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("cannot sync directory", dir))?;
-        Ok(())
+        crate::fsutil::replace_file(
+            &self.path,
+            body.as_bytes(),
+            crate::fsutil::Durability::Durable,
+        )
+        .map_err(|e| io_err("cannot save", &self.path)(e.into()))
     }
 }
 
@@ -328,6 +324,7 @@ pub fn resume_point(saved: Option<Position>, scan: &LogScan) -> Position {
 mod tests {
     use super::*;
     use crate::record::{seal, text_body, Chain, Entry, Format, Stamp, GENESIS};
+    use std::fs;
 
     const C1: &str = "s=c00a2fbb5b04453f8290630f5846f5e1;i=1e;b=9e3ca539835a4b8c8b51aed929d383fd;m=1e;t=60a24181e401e;x=4d74fabd22726062";
     const C2: &str = "s=c00a2fbb5b04453f8290630f5846f5e1;i=1f;b=9e3ca539835a4b8c8b51aed929d383fd;m=1f;t=60a24181e401f;x=4d74fabd22726063";
