@@ -253,6 +253,11 @@ pub struct JournalConfig {
     pub units: Vec<String>,
     /// Where to begin without a cursor.
     pub first_start: FirstStart,
+    /// After this long without a single entry the follower's status carries
+    /// a `warning` (a sandbox or journal that shows nothing is otherwise
+    /// indistinguishable from quiet Engines).
+    #[serde(with = "duration")]
+    pub quiet_warning: Duration,
 }
 
 impl Default for JournalConfig {
@@ -263,6 +268,7 @@ impl Default for JournalConfig {
             extra_args: Vec::new(),
             units: vec!["nxengine@*.service".into()],
             first_start: FirstStart::Boot,
+            quiet_warning: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -1175,3 +1175,116 @@ fn catch_up_100k_all_from_systemd() {
     }
     catch_up(100_000, 1);
 }
+
+/// The boot ID the sandboxed journalctl reads from /proc (the host's, in
+/// the kernel's format).
+const KERNEL_BOOT_ID: &str = "f00dfeed-0000-4000-8000-00000000beef";
+
+/// A journalctl that reads `jroot` as this machine's system journal
+/// (`/var/log/journal`) and sees a kernel boot ID the journal does not
+/// have: what the daemon's journalctl sees in a systemd-nspawn container,
+/// where the unit's `ProtectProc=`/`ProtectKernelTunables=` mount a fresh
+/// `/proc` without nspawn's boot-ID overmount (issue 12). Needs root (a
+/// private mount namespace).
+fn sandboxed_journalctl(dir: &Path, jroot: &Path) -> PathBuf {
+    let boot_file = dir.join("kernel-boot-id");
+    std::fs::write(&boot_file, format!("{KERNEL_BOOT_ID}\n")).expect("boot id");
+    let path = dir.join("journalctl-sandboxed");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec unshare --mount sh -c 'mount --bind \"$1\" /proc/sys/kernel/random/boot_id && \
+             mount --bind \"$2\" /var/log/journal && shift 2 && exec journalctl \"$@\"' sh {} {} \"$@\"\n",
+            boot_file.display(),
+            jroot.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+#[test]
+fn first_start_from_boot_in_a_container_sandbox_follows_the_journals_boot() {
+    if !crate::util::require_root("first_start_from_boot_in_a_container_sandbox") {
+        return;
+    }
+    let Some((tmp, _)) = journal_or_skip() else {
+        return;
+    };
+    std::fs::create_dir_all("/var/log/journal").expect("/var/log/journal");
+    let machine_id = std::fs::read_to_string("/etc/machine-id").expect("/etc/machine-id");
+    let machine_id = machine_id.trim();
+    let jroot = tmp.path().join("var-log-journal");
+    let mut j = Journal::new(&jroot.join(machine_id));
+    j.machine_id = machine_id.to_string();
+    // An earlier boot, then the container's own boot: neither is the boot
+    // ID journalctl reads from /proc.
+    j.boot("0badb0070badb0070badb0070badb007");
+    j.start("nxengine@old.service");
+    j.pending_expect.clear();
+    j.flush("system.journal");
+    j.boot("c0a7a1e4c0a7a1e4c0a7a1e4c0a7a1e4");
+    j.noise(5);
+    j.start("nxengine@Engine-01.service");
+    j.flush("system.journal");
+    let jc = sandboxed_journalctl(tmp.path(), &jroot);
+    let d = TestDaemon::start(&format!(
+        "[journal]\nenabled = true\njournalctl = {:?}\nextra_args = []\nfirst_start = \"boot\"\n",
+        jc.display().to_string()
+    ));
+    // More while it follows.
+    j.stop("nxengine@Engine-01.service");
+    j.flush("system.journal");
+    settle(&d, &mut j, "system.journal");
+    assert!(engine_records(&d)
+        .iter()
+        .all(|r| r.field("unit") != Some("nxengine@old.service")));
+    wait_d(&d, "the status after the records", LONG, || {
+        status(&d)["journal"]["records"].as_u64() == Some(j.expect.len() as u64)
+    });
+    let s = status(&d)["journal"].clone();
+    assert_eq!(s["boot_id"], "c0a7a1e4c0a7a1e4c0a7a1e4c0a7a1e4", "{s}");
+    // The daemon itself is not in the sandbox here: it names the boot ID
+    // it reads, which the journal does not have.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id");
+    assert_eq!(
+        s["kernel_boot_id"].as_str(),
+        Some(kernel.trim().replace('-', "").as_str()),
+        "{s}"
+    );
+    assert_eq!(s["warning"], serde_json::Value::Null, "{s}");
+}
+
+#[test]
+fn a_follower_that_reads_nothing_says_so_in_the_status() {
+    let Some((_tmp, mut j)) = journal_or_skip() else {
+        return;
+    };
+    j.start("nxengine@a.service");
+    j.flush("system.journal");
+    // "now": the history is skipped, so nothing is read until an entry comes.
+    let d = TestDaemon::start(&format!(
+        "{}quiet_warning = \"1s\"\n",
+        config(&j.dir, "now", "journalctl")
+    ));
+    wait_d(&d, "the quiet warning", LONG, || {
+        status(&d)["journal"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("no journal entry for ") && w.ends_with(" since start"))
+    });
+    j.pending_expect.clear();
+    j.expect.clear();
+    j.stop("nxengine@a.service");
+    j.flush("system.journal");
+    wait_d(&d, "the record", LONG, || engine_records(&d).len() == 1);
+    // Read something: never "since start" again (it may say "since the
+    // last one" once a second has passed).
+    wait_d(&d, "the status after the entry", LONG, || {
+        let s = status(&d)["journal"].clone();
+        s["entries"].as_u64() >= Some(1)
+            && !s["warning"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("since start"))
+    });
+}

@@ -11,12 +11,21 @@
 //! journalctl is started with `--output=json --all --quiet --no-pager`, the
 //! configured extra arguments, a start position and the classifier's field
 //! matches. The position is `--merge --after-cursor=C`, or on a first start
-//! `--boot`, `--merge` (the whole journal), or `--merge` after the cursor
+//! `--boot=ID`, `--merge` (the whole journal), or `--merge` after the cursor
 //! of the current tail, saved before following so that "now" survives a
 //! restart. `--merge` matters: `--follow` without it or `--boot` shows the
 //! current boot only, which would lose what an earlier boot logged after
 //! the cursor (the Engine stopping at shutdown). Reading the system journal,
 //! entries of other machines that `--merge` brings in are ignored.
+//!
+//! `--boot=ID` names the boot of the newest entry of this machine's journal
+//! instead of letting journalctl read `/proc/sys/kernel/random/boot_id`: in
+//! a container (systemd-nspawn gives it its own boot ID by mounting over
+//! that file) the unit's `ProtectProc=`/`ProtectKernelTunables=` mount a
+//! fresh `/proc` that has lost the overmount, so a bare `--boot` matched
+//! the host's boot ID and followed nothing, without an error. The newest
+//! entry belongs to the running boot (systemd logged this service's start),
+//! and it is what journalctl itself does with `--directory`.
 //!
 //! With `--file` in the extra arguments journalctl runs without `--follow`
 //! and is re-run every second (`mode = "poll"`): it cannot follow explicitly
@@ -137,6 +146,9 @@ pub struct FollowerSpec {
     /// without back-off) after this long without output: a guard against
     /// a missed inotify wake-up leaving an entry unread until the next one.
     pub idle_refresh: Duration,
+    /// The status shows a `warning` after this long without an entry
+    /// (zero: never).
+    pub quiet_warning: Duration,
 }
 
 impl FollowerSpec {
@@ -162,6 +174,7 @@ impl FollowerSpec {
             save_interval: Duration::from_secs(1),
             garbage_limit: 100,
             idle_refresh: Duration::from_secs(60),
+            quiet_warning: cfg.journal.quiet_warning,
         }
     }
 
@@ -220,6 +233,46 @@ struct Stats {
     idle_refreshes: u64,
     saves: u64,
     save_errors: u64,
+    /// The boot a first start follows (`--boot=`), once known.
+    boot_id: Option<String>,
+    /// The kernel's boot ID as seen by the daemon, when it is not the
+    /// journal's newest boot (a container sandbox).
+    kernel_boot_id: Option<String>,
+    started: Option<Instant>,
+    last_entry_at: Option<Instant>,
+    quiet_warning: Duration,
+}
+
+impl Stats {
+    /// How long nothing was read and whether since start, once that is
+    /// `quiet_warning` or longer.
+    fn quiet_for(&self) -> Option<(Duration, bool)> {
+        if self.quiet_warning.is_zero() {
+            return None;
+        }
+        let (since, from_start) = match self.last_entry_at {
+            Some(t) => (t, false),
+            None => (self.started?, true),
+        };
+        let quiet = since.elapsed();
+        (quiet >= self.quiet_warning).then_some((quiet, from_start))
+    }
+
+    /// The status warning of a follower that has read nothing for long.
+    fn quiet_warning_text(&self) -> Option<String> {
+        let (quiet, from_start) = self.quiet_for()?;
+        let secs = quiet.as_secs();
+        let span = if secs >= 120 {
+            format!("{} min", secs / 60)
+        } else {
+            format!("{secs} s")
+        };
+        Some(if from_start {
+            format!("no journal entry for {span} since start")
+        } else {
+            format!("no journal entry for {span} since the last one")
+        })
+    }
 }
 
 /// Exponential back-off with a cap.
@@ -317,6 +370,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     pub fn new(spec: FollowerSpec, classifier: C, sink: S, status: Registry) -> Self {
         let store = CursorStore::new(spec.state_file.clone());
         let mode = if spec.poll_mode() { "poll" } else { "follow" };
+        let quiet_warning = spec.quiet_warning;
         // Only this machine's entries count when reading the system journal.
         let machine_id = spec
             .reads_system_journal()
@@ -335,6 +389,8 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             last_save: Instant::now(),
             stats: Stats {
                 state: "starting",
+                started: Some(Instant::now()),
+                quiet_warning,
                 ..Stats::default()
             },
             last_publish: Instant::now(),
@@ -466,11 +522,49 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     /// The cursor of the newest matching entry, so that "now" survives a
     /// restart before the first entry (none: the journal has none yet).
     async fn tail_cursor(&mut self) -> Result<Option<JournalCursor>, JournalError> {
+        let mut args = vec![MERGE.to_string(), "--lines=1".to_string()];
+        args.extend(self.classifier.journal_matches());
+        Ok(self.newest_entry(&args).await?.map(|e| e.cursor().clone()))
+    }
+
+    /// Finds the boot a first start follows: that of the newest entry of
+    /// this machine's journal (the module comment says why not the
+    /// kernel's). A failure leaves it unknown, to be tried again next run.
+    async fn resolve_boot(&mut self) {
+        // Without --merge journalctl reads this machine's journal only.
+        let newest = match self.newest_entry(&["--lines=1".to_string()]).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.fail(&format!("cannot find the current boot: {e}"));
+                return;
+            }
+        };
+        let Some(id) = newest.and_then(|e| e.field("_BOOT_ID").map(|b| b.to_string())) else {
+            return;
+        };
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|b| b.trim().replace('-', ""));
+        if self.spec.reads_system_journal() && kernel.as_deref().is_some_and(|k| k != id) {
+            tracing::info!(
+                section = self.spec.section,
+                boot_id = %id,
+                kernel_boot_id = kernel.as_deref().unwrap_or(""),
+                "following the boot of the newest journal entry, not the kernel boot ID seen here (container sandbox)"
+            );
+            self.stats.kernel_boot_id = kernel;
+        }
+        self.stats.boot_id = Some(id);
+    }
+
+    /// The newest entry journalctl prints with `args` (none: no entry).
+    async fn newest_entry(&self, args: &[String]) -> Result<Option<JournalEntry>, JournalError> {
         let mut cmd = Command::new(&self.spec.journalctl);
         cmd.args(&self.spec.extra_args)
             .args(BASE_ARGS)
-            .args([MERGE, "--lines=1"])
-            .args(self.classifier.journal_matches())
+            .args(args)
+            .env("SYSTEMD_COLORS", "0")
+            .env("SYSTEMD_PAGER", "")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let io_err = |source| JournalError::Io {
@@ -494,8 +588,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             .stdout
             .split(|b| *b == b'\n')
             .rev()
-            .find_map(|l| JournalEntry::parse(l).ok())
-            .map(|e| e.cursor().clone()))
+            .find_map(|l| JournalEntry::parse(l).ok()))
     }
 
     fn command(&mut self) -> Command {
@@ -509,9 +602,17 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             (Some(c), _) => {
                 cmd.args([MERGE, &format!("--after-cursor={c}")]);
             }
-            (None, FirstStart::Boot) => {
-                cmd.arg("--boot");
-            }
+            (None, FirstStart::Boot) => match &self.stats.boot_id {
+                Some(id) => {
+                    cmd.arg(format!("--boot={id}"));
+                }
+                // Not known yet (empty journal, or journalctl failed):
+                // journalctl's own idea of the current boot for this run,
+                // and another try before the next.
+                None => {
+                    cmd.arg("--boot");
+                }
+            },
             (None, FirstStart::All | FirstStart::Now) => {
                 cmd.arg(MERGE);
             }
@@ -551,6 +652,12 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     /// One run of journalctl: whether it was healthy (delivered entries or
     /// ran for a while, so the back-off starts over) and how it ended.
     async fn run_child(&mut self, shutdown: &mut Shutdown) -> (bool, ChildEnd) {
+        if self.pos.cursor.is_none()
+            && self.spec.first_start == FirstStart::Boot
+            && self.stats.boot_id.is_none()
+        {
+            self.resolve_boot().await;
+        }
         let mut cmd = self.command();
         let started = Instant::now();
         let mut child = match cmd.spawn() {
@@ -629,10 +736,16 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             let dirty = self.pos != self.saved;
             let save_at = tokio::time::Instant::from_std(self.last_save + self.spec.save_interval);
             let idle_at = last_line + self.spec.idle_refresh;
+            // The status shows the quiet warning when it becomes due, not
+            // only at the next entry or refresh.
+            let quiet_at = self.quiet_warning_due();
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => return RunEnd::Shutdown,
                 _ = tokio::time::sleep_until(idle_at), if follow => return RunEnd::Idle,
+                _ = sleep_until_opt(quiet_at), if quiet_at.is_some() => {
+                    self.publish(true);
+                }
                 _ = tokio::time::sleep_until(save_at), if dirty => {
                     self.save_if_dirty().await;
                     self.publish(true);
@@ -689,6 +802,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     /// it only when done. `false` when shutdown interrupted the append.
     async fn handle(&mut self, entry: JournalEntry, shutdown: &mut Shutdown) -> bool {
         self.stats.entries += 1;
+        self.stats.last_entry_at = Some(Instant::now());
         if entry.has_array_fields() {
             self.stats.array_fields += 1;
         }
@@ -838,6 +952,17 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         self.publish(true);
     }
 
+    /// When the quiet warning starts to apply, if it does not yet.
+    fn quiet_warning_due(&self) -> Option<tokio::time::Instant> {
+        if self.spec.quiet_warning.is_zero() || self.stats.quiet_for().is_some() {
+            return None;
+        }
+        let since = self.stats.last_entry_at.or(self.stats.started)?;
+        Some(tokio::time::Instant::from_std(
+            since + self.spec.quiet_warning,
+        ))
+    }
+
     /// Publishes the status section (throttled unless `force`).
     fn publish(&mut self, force: bool) {
         if !force && self.last_publish.elapsed() < Duration::from_millis(250) {
@@ -877,7 +1002,17 @@ fn status_doc(s: &Stats, mode: &str, pos: &Position, saved: &Position) -> serde_
         "idle_refreshes": s.idle_refreshes,
         "saves": s.saves,
         "save_errors": s.save_errors,
+        "boot_id": s.boot_id,
+        "kernel_boot_id": s.kernel_boot_id,
+        "warning": s.quiet_warning_text(),
     })
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn with_detail(d: &str) -> String {
@@ -1011,6 +1146,7 @@ mod tests {
             save_interval: Duration::from_millis(50),
             garbage_limit: 5,
             idle_refresh: Duration::from_secs(600),
+            quiet_warning: Duration::ZERO,
         }
     }
 
