@@ -295,14 +295,20 @@ fn shipped_config_parses_and_documents_the_defaults() {
     let mut expected = Config::default();
     assert_eq!(expected.forward.target, Path::new("/dev/log"));
     expected.forward.target = SHIPPED_FORWARD_TARGET.into();
+    // Appliances run journald: the package proves sshd/sudo senders from
+    // the journal's _UID/_EXE (rsyslog's drop-in cannot switch on imuxsock's
+    // trusted properties).
+    expected.auth.source = nxaudit::config::AuthSource::Journal;
     assert_eq!(
         cfg, expected,
         "packaging/nxauditd.toml must state the built-in defaults, except [forward] \
-         target (a changed default in src/config.rs must be changed there too)"
+         target and [auth] source (a changed default in src/config.rs must be changed there too)"
     );
     // The rsyslog drop-in listens where the shipped config forwards, and
-    // sends sshd/sudo where the intake (and nxauditd.socket) listens.
-    let dropin = read(&repo().join("packaging/rsyslog/30-nxaudit.conf"));
+    // the optional intake file sends sshd/sudo where the intake (and
+    // nxauditd.socket) listens.
+    let dropin = read(&repo().join("packaging/rsyslog/30-nxaudit.conf"))
+        + &read(&repo().join("packaging/rsyslog/nxaudit-intake.conf"));
     let dropin: Vec<&str> = dropin
         .lines()
         .map(str::trim)
@@ -847,7 +853,7 @@ fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
 }
 
 /// What the package must contain: path → mode as `dpkg-deb -c` shows it.
-const ASSETS: [(&str, &str); 11] = [
+const ASSETS: [(&str, &str); 12] = [
     ("./usr/bin/nxauditd", "-rwxr-xr-x"),
     ("./usr/bin/nxaudit", "-rwxr-xr-x"),
     ("./lib/systemd/system/nxauditd.service", "-rw-r--r--"),
@@ -859,10 +865,14 @@ const ASSETS: [(&str, &str); 11] = [
     ("./etc/rsyslog.d/30-nxaudit.conf", "-rw-r--r--"),
     ("./usr/share/doc/nxaudit/README.md", "-rw-r--r--"),
     ("./usr/share/doc/nxaudit/copyright", "-rw-r--r--"),
+    (
+        "./usr/share/doc/nxaudit/examples/nxaudit-intake.conf",
+        "-rw-r--r--",
+    ),
 ];
 
 /// Source of each packaged text file, relative to the package inputs.
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 9] = [
     (
         "lib/systemd/system/nxauditd.service",
         "systemd/nxauditd.service",
@@ -889,6 +899,10 @@ const SOURCES: [(&str, &str); 8] = [
         "packaging/rsyslog/30-nxaudit.conf",
     ),
     ("usr/share/doc/nxaudit/README.md", "packaging/README.md"),
+    (
+        "usr/share/doc/nxaudit/examples/nxaudit-intake.conf",
+        "packaging/rsyslog/nxaudit-intake.conf",
+    ),
 ];
 
 fn copy_dir(from: &Path, to: &Path) {

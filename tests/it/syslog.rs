@@ -23,6 +23,7 @@ use crate::util::{ev, wait_for, TestDaemon};
 
 const T: Duration = Duration::from_secs(30);
 const DROP_IN: &str = include_str!("../../packaging/rsyslog/30-nxaudit.conf");
+const INTAKE: &str = include_str!("../../packaging/rsyslog/nxaudit-intake.conf");
 const MAIN_CONF: &str = include_str!("../../packaging/rsyslog/test-rsyslogd.conf.in");
 const FIXTURE: &str = include_str!("../fixtures/auth/cases.jsonl");
 
@@ -55,7 +56,8 @@ impl Rsyslogd {
             .expect("temp dir");
         let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("work")).expect("work dir");
-        let drop_in = DROP_IN
+        let drop_in = [DROP_IN, INTAKE]
+            .concat()
             .replace("/run/nxaudit/syslog.sock", &intake.display().to_string())
             .replace(
                 "/run/nxaudit/rsyslog.sock",
