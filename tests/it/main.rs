@@ -15,3 +15,4 @@ mod packaging;
 mod protocol;
 mod query;
 mod syslog;
+mod verify;
