@@ -409,6 +409,9 @@ enum Fault {
     Aborted,
 }
 
+/// One file's outcome, filled by whichever thread verified it.
+type Slot = Mutex<Option<Result<Arc<Summary>, Fault>>>;
+
 enum Checked {
     Intact(Report),
     /// Inside a file: real.
@@ -428,8 +431,7 @@ fn check_set(
     cache: &mut HashMap<(u64, u64), Arc<Summary>>,
 ) -> Result<Checked, VerifyError> {
     progress.begin(set.len(), set.iter().map(|f| f.size).sum());
-    let results: Vec<Mutex<Option<Result<Arc<Summary>, Fault>>>> =
-        set.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Slot> = set.iter().map(|_| Mutex::new(None)).collect();
     for (i, f) in set.iter().enumerate() {
         if f.info.active {
             continue;
