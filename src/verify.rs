@@ -770,6 +770,22 @@ fn h_of(s: &str) -> Result<[u8; 32], Defect> {
     Ok(h)
 }
 
+/// Substring searchers built once (building one costs more than a search).
+struct Finders {
+    trailer: memchr::memmem::Finder<'static>,
+    value: memchr::memmem::Finder<'static>,
+    rotation: memchr::memmem::Finder<'static>,
+}
+
+fn finders() -> &'static Finders {
+    static F: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
+    F.get_or_init(|| Finders {
+        trailer: memchr::memmem::Finder::new(b" | seq="),
+        value: memchr::memmem::Finder::new(b"=\""),
+        rotation: memchr::memmem::Finder::new(b"|60903|"),
+    })
+}
+
 /// Takes a line apart as far as verification needs.
 fn light(raw: &[u8]) -> Result<Light<'_>, Defect> {
     let line = std::str::from_utf8(raw).map_err(|_| malformed("not UTF-8"))?;
@@ -783,9 +799,10 @@ fn light(raw: &[u8]) -> Result<Light<'_>, Defect> {
     let seq = trailer_seq(line).ok_or_else(|| malformed("no trailer"))?;
     // The trailer ends with ` h=` and 32 hex digits (checked by trailer_seq).
     let split = line.len() - 35;
-    let h = h_of(&line[split + 3..])?;
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&raw[split + 3..]);
     let body = &line[..split];
-    let previous_h = if memchr::memmem::find(raw, b"|60903|").is_some() {
+    let previous_h = if finders().rotation.find(raw).is_some() {
         // Possibly a rotation record: parse it in full to be sure.
         let rec = record::parse_line(line).map_err(|e| malformed(&e.to_string()))?;
         if rec.code == 60903 {
@@ -829,9 +846,8 @@ fn full(line: &str) -> Result<Light<'_>, Defect> {
 /// `key="value"` pairs and ` h=HEX` run exactly to the end. Returns seq.
 fn trailer_seq(line: &str) -> Option<u64> {
     let b = line.as_bytes();
-    let finder = memchr::memmem::Finder::new(b" | seq=");
     let mut from = 0;
-    while let Some(p) = finder.find(&b[from..]) {
+    while let Some(p) = finders().trailer.find(&b[from..]) {
         let start = from + p + 3;
         if let Some(seq) = trailer_at(&b[start..]) {
             return Some(seq);
@@ -846,10 +862,16 @@ fn trailer_at(mut s: &[u8]) -> Option<u64> {
         let s = s.strip_prefix(key)?.strip_prefix(b"=")?;
         let end = s.iter().position(|&c| c == b' ').unwrap_or(s.len());
         let digits = &s[..end];
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        if digits.is_empty() || digits.len() > 19 {
             return None;
         }
-        let v = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        let mut v = 0u64;
+        for &c in digits {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u64::from(c - b'0');
+        }
         Some((v, s[end..].strip_prefix(b" ").unwrap_or(&s[end..])))
     }
     let (seq, r) = num(s, b"seq")?;
@@ -861,7 +883,7 @@ fn trailer_at(mut s: &[u8]) -> Option<u64> {
         if let Some(h) = s.strip_prefix(b"h=") {
             return (h.len() == 32 && h.iter().all(u8::is_ascii_hexdigit)).then_some(seq);
         }
-        let eq = memchr::memmem::find(s, b"=\"")?;
+        let eq = finders().value.find(s)?;
         let key = &s[..eq];
         if key.is_empty()
             || !key
