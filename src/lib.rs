@@ -25,4 +25,5 @@ pub mod shutdown;
 pub mod sinks;
 pub mod sources;
 pub mod status;
+pub mod verify;
 pub mod writer;

@@ -116,16 +116,36 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 
 /// Opens a file of the set for reading lines, decompressing as needed.
 pub fn open(f: &LogFile) -> io::Result<Box<dyn BufRead + Send>> {
-    let file = File::open(&f.path)?;
-    Ok(match f.compression {
-        Compression::Plain => Box::new(BufReader::with_capacity(1 << 16, file)),
+    reader(File::open(&f.path)?, f.compression, 64 << 10)
+}
+
+/// Opens a file of the set by fd without following a symlink, so a reader
+/// can hold it through a later rename (rotation) or removal (compression,
+/// retention), and a link planted in the log directory is not followed.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Wraps the bytes of a file of the set (an open fd, possibly counted) in a
+/// buffered, decompressing reader with a `capacity`-byte buffer.
+pub fn reader<'a, R: Read + Send + 'a>(
+    raw: R,
+    compression: Compression,
+    capacity: usize,
+) -> io::Result<Box<dyn BufRead + Send + 'a>> {
+    Ok(match compression {
+        Compression::Plain => Box::new(BufReader::with_capacity(capacity, raw)),
         Compression::Zstd => Box::new(BufReader::with_capacity(
-            1 << 16,
-            zstd::stream::read::Decoder::new(file)?,
+            capacity,
+            zstd::stream::read::Decoder::new(raw)?,
         )),
         Compression::Gzip => Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(file),
+            capacity,
+            flate2::read::MultiGzDecoder::new(raw),
         )),
     })
 }

@@ -20,3 +20,4 @@ mod packaging;
 mod protocol;
 mod query;
 mod syslog;
+mod verify;
