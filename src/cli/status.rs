@@ -50,6 +50,11 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             g("/writer/refused_write_failed")
         );
         println!(
+            "  ids:          {} duplicates answered, {} ids forgotten (written again if repeated)",
+            g("/writer/duplicates"),
+            g("/writer/ids_forgotten")
+        );
+        println!(
             "  disk free:    {} bytes{}",
             g("/disk_free_bytes"),
             if g("/low_space") == serde_json::Value::Bool(true) {

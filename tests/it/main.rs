@@ -8,6 +8,7 @@ mod api;
 mod catalog;
 mod corpus;
 mod durability;
+mod hostile_clients;
 mod journal;
 mod lifecycle;
 mod logsets;
