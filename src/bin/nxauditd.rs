@@ -26,6 +26,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    bound_allocator();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -33,6 +34,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("nxauditd: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps glibc from holding freed memory (SPEC §3: RSS under 64 MiB
+/// whatever clients send). Buffers of 128 KiB and more (escaped records,
+/// group-commit batches) are mapped and unmapped instead of left in a heap
+/// by glibc's adaptive threshold, and two arenas instead of eight per core
+/// stop each thread from keeping its own high-water mark. Must run before
+/// any thread starts.
+fn bound_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tunables; called once, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -51,8 +51,9 @@ pub struct Framer {
 /// One framed item.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// A complete line without its newline.
-    Line(Vec<u8>),
+    /// A complete line without its newline (split off the read buffer,
+    /// not copied).
+    Line(BytesMut),
     /// A line longer than the limit was skipped.
     TooLarge,
 }
@@ -67,7 +68,7 @@ impl Framer {
     pub fn next_frame(&mut self) -> Option<Frame> {
         match self.buf.iter().position(|b| *b == b'\n') {
             Some(pos) => {
-                let line = self.buf.split_to(pos + 1);
+                let mut line = self.buf.split_to(pos + 1);
                 if self.discarding {
                     self.discarding = false;
                     return Some(Frame::TooLarge);
@@ -75,7 +76,8 @@ impl Framer {
                 if pos > MAX_LINE {
                     return Some(Frame::TooLarge);
                 }
-                Some(Frame::Line(line[..pos].to_vec()))
+                line.truncate(pos);
+                Some(Frame::Line(line))
             }
             None => {
                 if self.buf.len() > MAX_LINE {
@@ -103,8 +105,7 @@ impl Framer {
         if self.buf.is_empty() {
             return None;
         }
-        let line = self.buf.split().to_vec();
-        Some(Frame::Line(line))
+        Some(Frame::Line(self.buf.split()))
     }
 }
 
@@ -353,12 +354,12 @@ mod tests {
     fn framer_recovers_from_long_line() {
         let mut f = Framer::default();
         f.buffer().extend_from_slice(b"a\n");
-        assert_eq!(f.next_frame(), Some(Frame::Line(b"a".to_vec())));
+        assert_eq!(f.next_frame(), Some(Frame::Line(BytesMut::from(&b"a"[..]))));
         f.buffer().extend_from_slice(&vec![b'x'; MAX_LINE + 10]);
         assert_eq!(f.next_frame(), None);
         f.buffer().extend_from_slice(b"yyy\nb\n");
         assert_eq!(f.next_frame(), Some(Frame::TooLarge));
-        assert_eq!(f.next_frame(), Some(Frame::Line(b"b".to_vec())));
+        assert_eq!(f.next_frame(), Some(Frame::Line(BytesMut::from(&b"b"[..]))));
         let mut exact = vec![b'z'; MAX_LINE];
         exact.push(b'\n');
         f.buffer().extend_from_slice(&exact);

@@ -81,10 +81,9 @@ impl IdTable {
     /// Remembers `key` at `seq`; returns how many ids were forgotten to
     /// make room (0 unless the table was full).
     pub(crate) fn insert(&mut self, key: u128, seq: u64) -> u64 {
-        let need_gen = self
-            .gens
-            .back()
-            .is_none_or(|g| g.file != self.file || g.seqs.len() >= self.per_gen.max(1));
+        let need_gen = self.gens.back().map_or(true, |g| {
+            g.file != self.file || g.seqs.len() >= self.per_gen.max(1)
+        });
         if need_gen {
             self.gens.push_back(Generation {
                 file: self.file,

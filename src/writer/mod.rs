@@ -270,6 +270,15 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Most escaped-size bytes taken into one group commit: the rendered batch
+/// is held in memory until it is written, so this bounds it whatever
+/// `queue_bytes` is (a few large batches cost no throughput).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+fn cost(p: &QueuePermit) -> usize {
+    p.as_ref().map_or(0, |p| p.num_permits())
+}
+
 fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
     let max_batch = log.max_batch();
     let mut batch: Vec<(Box<Entry>, Reply<Ack>)> = Vec::with_capacity(max_batch);
@@ -292,12 +301,14 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
         };
         match first {
             Command::Append(e, r, p) => {
+                let mut bytes = cost(&p);
                 batch.push((e, r));
                 permits.push(p);
                 // Group commit: take everything already queued.
-                while batch.len() < max_batch {
+                while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
                         Ok(Command::Append(e, r, p)) => {
+                            bytes += cost(&p);
                             batch.push((e, r));
                             permits.push(p);
                         }

@@ -404,6 +404,7 @@ fn floods_keep_the_daemon_under_64_mib() {
         status(&d)["listener"]["open"].as_u64() >= Some(64)
     });
     root_is_served(&d, "64 non-readers");
+    let after_nonreaders = rss_kib(pid, "VmHWM:");
     drop(nr);
     // Many distinct ids.
     let lines: Vec<String> = (0..200_000)
@@ -413,6 +414,9 @@ fn floods_keep_the_daemon_under_64_mib() {
         assert!(d.send(chunk).iter().all(|r| r.ok));
     }
     let peak = rss_kib(pid, "VmHWM:");
+    eprintln!(
+        "daemon peak RSS: {after_flood} KiB after the U+0085 flood, {after_nonreaders} KiB after 64 non-readers, {peak} KiB after 200000 ids"
+    );
     assert!(
         peak < RSS_LIMIT_KIB,
         "peak RSS {peak} KiB (after the U+0085 flood {after_flood} KiB)"
