@@ -126,6 +126,20 @@ struct InFlight {
     cap: u32,
 }
 
+/// Runs a write within `limit`. Most writes complete at once (into the
+/// buffer or the socket), so a timer is armed only for one that has to
+/// wait: a timer per reply costs measurable throughput.
+async fn timed<F: std::future::Future<Output = std::io::Result<()>>>(
+    limit: std::time::Duration,
+    fut: F,
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(r) = futures_util::FutureExt::now_or_never(fut.as_mut()) {
+        return Ok(r);
+    }
+    tokio::time::timeout(limit, fut).await
+}
+
 /// Serves one connection until EOF, a timeout, an error or shutdown.
 pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut shutdown: Shutdown) {
     let origin = Origin {
@@ -157,7 +171,7 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
                             // Send what is buffered before waiting for the
                             // writer, or a client that keeps sending would
                             // wait for a whole buffer of replies.
-                            match tokio::time::timeout(write_timeout, out.flush()).await {
+                            match timed(write_timeout, out.flush()).await {
                                 Ok(Ok(())) => {}
                                 Ok(Err(_)) => break 'replies,
                                 Err(_) => {
@@ -181,7 +195,7 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
             };
             let line = reply.to_line();
             let flush = qrx.is_empty();
-            let sent = tokio::time::timeout(write_timeout, async {
+            let sent = timed(write_timeout, async {
                 out.write_all(&line).await?;
                 if flush {
                     out.flush().await?;
