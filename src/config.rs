@@ -104,11 +104,23 @@ impl Default for Config {
 pub struct ListenerConfig {
     /// Connection cap; more get `overloaded` and are closed.
     pub max_connections: usize,
+    /// Connections one uid may hold, so one local user cannot take every
+    /// slot; more get `overloaded` and are closed.
+    pub max_connections_per_uid: usize,
     /// Idle connections are closed after this long.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// A started line must be complete within this (one-byte-a-second senders).
+    #[serde(with = "duration")]
+    pub line_timeout: Duration,
+    /// Replies a client does not read within this close its connection.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
     /// Lines in flight per connection before reading pauses.
     pub max_in_flight: usize,
+    /// Bytes in flight per connection (escaped size bound) before reading pauses.
+    #[serde(with = "size")]
+    pub max_in_flight_bytes: u64,
     /// Socket file mode (octal string, e.g. "0660").
     pub mode: String,
     /// Socket group; empty = leave the group as created.
@@ -119,8 +131,12 @@ impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
             max_connections: 256,
+            max_connections_per_uid: 64,
             idle_timeout: Duration::from_secs(300),
+            line_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
+            max_in_flight_bytes: 1 << 20,
             mode: "0660".into(),
             group: "nxaudit".into(),
         }
@@ -189,6 +205,14 @@ pub struct LogConfig {
     pub max_batch: usize,
     /// Capacity of the writer's queue.
     pub queue: usize,
+    /// Bytes the writer's queue may hold, counted as the escaped size bound
+    /// of each record (back-pressure beyond).
+    #[serde(with = "size")]
+    pub queue_bytes: u64,
+    /// Memory of the idempotency table (ids of the active and previous
+    /// file); past it the oldest ids are forgotten and counted.
+    #[serde(with = "size")]
+    pub id_table_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -209,6 +233,8 @@ impl Default for LogConfig {
             group: "nxaudit-read".into(),
             max_batch: 4096,
             queue: 8192,
+            queue_bytes: 16 << 20,
+            id_table_bytes: 8 << 20,
         }
     }
 }
@@ -498,6 +524,15 @@ impl Config {
         }
         if self.listener.max_connections == 0 {
             return Err(bad("listener.max_connections must be at least 1".into()));
+        }
+        if self.listener.max_connections_per_uid == 0 || self.listener.max_in_flight_bytes == 0 {
+            return Err(bad(
+                "listener.max_connections_per_uid and max_in_flight_bytes must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.log.queue_bytes < 64 << 10 {
+            return Err(bad("log.queue_bytes must be at least 64KiB".into()));
         }
         if self.log.max_batch == 0 || self.log.queue == 0 {
             return Err(bad("log.max_batch and log.queue must be at least 1".into()));

@@ -10,6 +10,14 @@
 //! events in flight (saturation). `--rotate-size` makes the daemon rotate
 //! (and compress) while it is measured; `--compare-rotation` runs both in
 //! one invocation and prints the p99 ratio.
+//!
+//! `--attack KIND` runs a hostile client as another uid (`--attack-uid`,
+//! default `nobody`) against a daemon with the default limits, and reports
+//! the daemon's peak RSS and a granted client's ack latency meanwhile:
+//! `hold` (an ungranted uid opens 300 connections), `slow` (64 connections
+//! sending one byte a second), `nonreader` (64 connections that never read
+//! replies), `u85` (64 connections pipelining 64 KiB lines of U+0085, each
+//! escaped to 8 bytes), `ids` (one connection sending distinct ids).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -58,6 +66,21 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run an attack instead: hold, slow, nonreader, u85 or ids.
+    #[arg(long)]
+    pub attack: Option<String>,
+    /// The attacker's uid (granted Portal, except for `hold`).
+    #[arg(long, default_value_t = 65534)]
+    pub attack_uid: u32,
+    /// How long the attack runs, seconds.
+    #[arg(long, default_value_t = 20)]
+    pub attack_secs: u64,
+    /// Internal: be the attacker process (KIND) against --attacker-socket.
+    #[arg(long, hide = true)]
+    pub attacker: Option<String>,
+    /// Internal: the socket the attacker process attacks.
+    #[arg(long, hide = true)]
+    pub attacker_socket: Option<PathBuf>,
 }
 
 /// Results of one run.
@@ -230,6 +253,18 @@ fn start_daemon(
     flush: &str,
     rotate: Option<&str>,
 ) -> anyhow::Result<Daemon> {
+    start_daemon_with(
+        parent,
+        label,
+        &format!(
+            "[log]\nflush = {flush:?}\nrotate_size = {:?}\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n\
+             [listener]\nmax_connections = 4096\nmax_connections_per_uid = 4096\n",
+            rotate.unwrap_or("0")
+        ),
+    )
+}
+
+fn start_daemon_with(parent: &Path, label: &str, config: &str) -> anyhow::Result<Daemon> {
     let base = parent.join(format!("nxaudit-bench-{}-{label}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
@@ -237,9 +272,7 @@ fn start_daemon(
     std::fs::write(
         &cfg,
         format!(
-            "[log]\nflush = {flush:?}\nrotate_size = {:?}\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n\
-             [listener]\nmax_connections = 4096\n[journal]\nenabled = false\n[auth]\nsource = \"off\"\n[forward]\nenabled = false\n",
-            rotate.unwrap_or("0")
+            "{config}[journal]\nenabled = false\n[auth]\nsource = \"off\"\n[forward]\nenabled = false\n"
         ),
     )?;
     let exe = std::env::current_exe().context("locate nxaudit")?;
@@ -413,9 +446,183 @@ fn run_one(
     })
 }
 
+/// The attacker process: runs KIND against `sock` until killed.
+fn attacker(kind: &str, sock: &Path) -> anyhow::Result<i32> {
+    let connect = || UnixStream::connect(sock).context("connect");
+    let mut threads = Vec::new();
+    match kind {
+        "hold" => {
+            let mut held = Vec::new();
+            for _ in 0..300 {
+                if let Ok(s) = connect() {
+                    held.push(s);
+                }
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        "slow" | "nonreader" | "u85" => {
+            for _ in 0..64 {
+                let mut s = connect()?;
+                let kind = kind.to_string();
+                let sock = sock.to_path_buf();
+                threads.push(std::thread::spawn(move || {
+                    let line = match kind.as_str() {
+                        "slow" => format!(
+                            "{{\"code\":20101,\"message\":\"{}\"}}\n",
+                            "x".repeat(60_000)
+                        ),
+                        "nonreader" => {
+                            format!("{{\"code\":20101,\"message\":\"{}\"}}\n", "y".repeat(150))
+                        }
+                        _ => format!(
+                            "{{\"code\":20101,\"message\":\"{}\"}}\n",
+                            "\u{85}".repeat(32_000)
+                        ),
+                    };
+                    if kind == "u85" {
+                        // Read replies so the flood is limited only by the daemon.
+                        if let Ok(r) = s.try_clone() {
+                            std::thread::spawn(move || {
+                                let mut r = BufReader::new(r);
+                                let mut l = String::new();
+                                while r.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
+                                    l.clear();
+                                }
+                            });
+                        }
+                    }
+                    loop {
+                        let ok = if kind == "slow" {
+                            line.bytes().all(|b| {
+                                std::thread::sleep(Duration::from_secs(1));
+                                s.write_all(&[b]).is_ok()
+                            })
+                        } else {
+                            s.write_all(line.as_bytes()).is_ok()
+                        };
+                        if !ok {
+                            // Closed by the daemon: come back, as an attacker would.
+                            match UnixStream::connect(&sock) {
+                                Ok(n) => s = n,
+                                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        "ids" => {
+            let s = connect()?;
+            let mut w = s.try_clone()?;
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s);
+                let mut l = String::new();
+                while r.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
+                    l.clear();
+                }
+            });
+            for i in 0u64.. {
+                let line = format!("{{\"code\":20101,\"id\":\"{i:0>200}\"}}\n");
+                w.write_all(line.as_bytes())?;
+            }
+        }
+        other => bail!("unknown attack {other:?} (hold, slow, nonreader, u85, ids)"),
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(0)
+}
+
+/// `--attack KIND`: a daemon with the default limits, the attacker as
+/// another uid, and a granted client (this process, root) measured meanwhile.
+fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let grant = if kind == "hold" {
+        String::new()
+    } else {
+        format!(
+            "[[clients]]\nuid = {}\ncomponents = [\"Portal\"]\n",
+            args.attack_uid
+        )
+    };
+    let d = start_daemon_with(
+        parent,
+        &format!("attack-{kind}"),
+        &format!("[listener]\nmode = \"0666\"\n{grant}"),
+    )?;
+    std::fs::set_permissions(&d.base, std::fs::Permissions::from_mode(0o755))
+        .context("open the bench dir to the attacker")?;
+    let pid = d.child.id();
+    let sock = d.base.join("audit.sock");
+    let exe = std::env::current_exe().context("locate nxaudit")?;
+    let mut att = Command::new(exe)
+        .args(["bench", "--attacker", kind, "--attacker-socket"])
+        .arg(&sock)
+        .uid(args.attack_uid)
+        .gid(args.attack_uid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start the attacker")?;
+    // The granted client: 8 clients, 200 events/s each, for attack_secs.
+    let per_s = 200u64;
+    let n = per_s * args.attack_secs.max(1);
+    let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|c| {
+                let sock = &sock;
+                s.spawn(move || client(sock, c, n, 200, 1, Some(per_s as f64)))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+            })
+            .collect()
+    });
+    let peak = rss_kib(pid, "VmHWM:");
+    let _ = att.kill();
+    let _ = att.wait();
+    let mut lat = Vec::new();
+    let mut refused = 0;
+    for r in results {
+        let (l, f) = r?;
+        lat.extend(l);
+        refused += f;
+    }
+    lat.sort_unstable();
+    let out = serde_json::json!({
+        "attack": kind,
+        "peak_rss_kib": peak,
+        "granted_events": lat.len(),
+        "granted_refused": refused,
+        "granted_p50_us": pct(&lat, 0.5),
+        "granted_p99_us": pct(&lat, 0.99),
+        "granted_max_us": pct(&lat, 1.0),
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "attack {kind}: daemon peak RSS {} KiB; granted client: {} events, {} refused, ack p50 {} us, p99 {} us, max {} us",
+            peak, lat.len(), refused, pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0)
+        );
+    }
+    Ok(0)
+}
+
 /// Runs the subcommand; returns the exit code.
 pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    if let (Some(kind), Some(sock)) = (&args.attacker, &args.attacker_socket) {
+        return attacker(kind, sock);
+    }
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    if let Some(kind) = &args.attack {
+        return run_attack(args, kind, &parent);
+    }
     let disk = measure_disk(&parent)?;
     let raw = match args.rate {
         Some(rate) => Some(raw_group_commit(

@@ -95,6 +95,13 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
         ("rotations".into(), num("/writer/rotations")),
         ("duplicate ids".into(), num("/writer/duplicates")),
         (
+            "ids forgotten".into(),
+            format!(
+                "{} (written again if repeated)",
+                num("/writer/ids_forgotten")
+            ),
+        ),
+        (
             "active file".into(),
             n("/writer/active_size").map_or("-".into(), size),
         ),

@@ -5,6 +5,12 @@
 //! without bound (the mini-redis `Semaphore` pattern). Peer credentials
 //! come from `SO_PEERCRED`; the [`Acl`] maps them to the components they
 //! may write.
+//!
+//! Fairness (SPEC §3 "Limits"): a peer the ACL knows nothing about gets one
+//! `forbidden_component` reply and is closed at accept, before it takes a
+//! slot, so ungranted users can never starve root, the daemon's own user or
+//! granted ones; and each uid holds at most `max_connections_per_uid` of the
+//! `max_connections` slots.
 
 pub mod conn;
 
@@ -13,9 +19,8 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -80,14 +85,26 @@ impl Acl {
     }
 
     /// Whether `uid` may write `component`. Root and the daemon's own user
-    /// (who can write the log file directly anyway) may write everything.
+    /// (who can write the log file directly anyway) may write Console,
+    /// Portal and Engine events; `Appliance` records are the daemon's own and
+    /// need an explicit `[[clients]]` grant, root included.
     pub fn allows(&self, uid: u32, component: Component) -> bool {
-        uid == 0
-            || uid == self.own_uid
-            || self
-                .by_uid
-                .get(&uid)
-                .is_some_and(|c| c.contains(&component))
+        let granted = self
+            .by_uid
+            .get(&uid)
+            .is_some_and(|c| c.contains(&component));
+        granted || (component != Component::Appliance && self.privileged(uid))
+    }
+
+    /// Root or the daemon's own user.
+    fn privileged(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_uid
+    }
+
+    /// Whether `uid` may write anything at all: root, the daemon's own user,
+    /// or a uid with a `[[clients]]` rule. Others are closed at accept.
+    pub fn knows(&self, uid: u32) -> bool {
+        self.privileged(uid) || self.by_uid.get(&uid).is_some_and(|c| !c.is_empty())
     }
 }
 
@@ -98,6 +115,12 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     /// Connections refused with `overloaded`.
     pub overloaded: AtomicU64,
+    /// Connections of ungranted uids closed at accept.
+    pub ungranted: AtomicU64,
+    /// Connections closed because a started line did not complete in time.
+    pub line_timeouts: AtomicU64,
+    /// Connections closed because their replies were not read in time.
+    pub write_timeouts: AtomicU64,
     /// Open connections.
     pub open: AtomicU64,
     /// Lines received.
@@ -194,6 +217,9 @@ impl ListenerStats {
         serde_json::json!({
             "accepted": self.accepted.load(Ordering::Relaxed),
             "overloaded": self.overloaded.load(Ordering::Relaxed),
+            "ungranted": self.ungranted.load(Ordering::Relaxed),
+            "line_timeouts": self.line_timeouts.load(Ordering::Relaxed),
+            "write_timeouts": self.write_timeouts.load(Ordering::Relaxed),
             "open": self.open.load(Ordering::Relaxed),
             "lines": self.lines.load(Ordering::Relaxed),
             "refused": self.refused.load(Ordering::Relaxed),
@@ -214,6 +240,52 @@ pub struct Shared {
     pub limits: crate::config::ListenerConfig,
     /// Counters.
     pub stats: ListenerStats,
+}
+
+/// Open connections per uid, for `max_connections_per_uid`.
+#[derive(Debug, Default)]
+struct PerUid(Mutex<HashMap<u32, usize>>);
+
+/// One uid's claim on a connection slot; released on drop.
+struct UidSlot {
+    table: Arc<PerUid>,
+    uid: u32,
+}
+
+impl PerUid {
+    /// Claims a slot for `uid` unless it already holds `max`.
+    fn claim(self: &Arc<Self>, uid: u32, max: usize) -> Option<UidSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot {
+            table: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut m = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Answers one refusal without waiting and closes: the socket's send buffer
+/// is empty on a new connection, so one short line always fits, and no task
+/// or slot is spent on a peer being turned away.
+fn refuse_at_accept(stream: tokio::net::UnixStream, kind: ErrorKind, detail: String) {
+    let line = Reply::refused(Refusal::new(kind, detail)).to_line();
+    let _ = stream.try_write(&line);
 }
 
 /// The event socket and who owns its file.
@@ -301,12 +373,13 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let sem = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let per_uid = Arc::new(PerUid::default());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
             r = listener.accept() => r,
         };
-        let (mut stream, _) = match accepted {
+        let (stream, _) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: wait a little instead of spinning.
@@ -316,29 +389,6 @@ pub async fn serve(
             }
         };
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let permit = match sem.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                shared.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-                let line = Reply::refused(Refusal::new(
-                    ErrorKind::Overloaded,
-                    format!(
-                        "{} connections are open, the limit",
-                        shared.limits.max_connections
-                    ),
-                ))
-                .to_line();
-                tracker.spawn(async move {
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        stream.write_all(&line),
-                    )
-                    .await;
-                    let _ = stream.shutdown().await;
-                });
-                continue;
-            }
-        };
         let cred = match stream.peer_cred() {
             Ok(c) => c,
             Err(e) => {
@@ -346,7 +396,45 @@ pub async fn serve(
                 continue;
             }
         };
-        debug!(uid = cred.uid(), pid = ?cred.pid(), "connection");
+        let uid = cred.uid();
+        let known = match shared.acl.read() {
+            Ok(acl) => acl.knows(uid),
+            Err(_) => false,
+        };
+        if !known {
+            shared.stats.ungranted.fetch_add(1, Ordering::Relaxed);
+            refuse_at_accept(
+                stream,
+                ErrorKind::ForbiddenComponent,
+                format!("uid {uid} may not write any component"),
+            );
+            continue;
+        }
+        let overloaded = |stream, detail: String| {
+            shared.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            refuse_at_accept(stream, ErrorKind::Overloaded, detail);
+        };
+        let Some(slot) = per_uid.claim(uid, shared.limits.max_connections_per_uid) else {
+            overloaded(
+                stream,
+                format!(
+                    "uid {uid} has {} connections open, its limit",
+                    shared.limits.max_connections_per_uid
+                ),
+            );
+            continue;
+        };
+        let Ok(permit) = sem.clone().try_acquire_owned() else {
+            overloaded(
+                stream,
+                format!(
+                    "{} connections are open, the limit",
+                    shared.limits.max_connections
+                ),
+            );
+            continue;
+        };
+        debug!(uid, pid = ?cred.pid(), "connection");
         let shared = shared.clone();
         let sd = shutdown.clone();
         tracker.spawn(async move {
@@ -354,6 +442,7 @@ pub async fn serve(
             conn::handle(stream, cred, shared.clone(), sd).await;
             shared.stats.open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
+            drop(slot);
         });
     }
 }

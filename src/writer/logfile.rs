@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,9 +20,7 @@ use crate::fsutil::{self, Access, Dir, FsError};
 use crate::logset;
 use crate::record::{self, Chain, Entry, Format, Stamp, GENESIS};
 
-/// Most `id`s remembered for deduplication (bounded memory); past this, the
-/// oldest file's ids are forgotten at the next rotation anyway.
-const MAX_IDS: usize = 1_000_000;
+use super::ids::IdTable;
 
 /// Errors opening the log at start-up (fatal: the daemon cannot run).
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +83,7 @@ pub(crate) struct LogWriter {
     host: String,
     cfg: LogConfig,
     file_mode: u32,
-    ids: HashMap<String, u64>,
+    ids: IdTable,
     refused_pending: u64,
     dirty: bool,
     last_sync: Instant,
@@ -117,6 +115,46 @@ struct Last {
     ts: DateTime<Utc>,
 }
 
+/// Remembers the id of a record read back from disk, under the same key
+/// the writer uses (the record carries the sender's uid; the component
+/// follows from the code).
+fn remember_id(ids: &mut IdTable, rec: &record::ParsedRecord, stats: &WriterStats) {
+    if let (Some(id), Some(component)) = (rec.field("id"), rec.component()) {
+        let key = ids.key(rec.uid, component, id);
+        let forgotten = ids.insert(key, rec.seq);
+        stats.ids_forgotten.fetch_add(forgotten, Ordering::Relaxed);
+    }
+}
+
+/// Loads the ids of the newest rotated file (the previous one), compressed
+/// or not, so a restart keeps deduplicating across the last rotation. A file
+/// that cannot be read only weakens deduplication to at-least-once: logged,
+/// not fatal.
+fn load_previous_ids(dir: &Path, ids: &mut IdTable, stats: &WriterStats) {
+    let Ok(files) = logset::list(dir) else {
+        return;
+    };
+    let Some(prev) = files.iter().rev().find(|f| !f.active) else {
+        return;
+    };
+    let reader = match logset::open(prev) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(file = %prev.path.display(), error = %e, "cannot read the previous file's ids");
+            return;
+        }
+    };
+    for text in logset::Lines::new(reader) {
+        let Ok(text) = text else {
+            warn!(file = %prev.path.display(), "reading the previous file's ids stopped early");
+            return;
+        };
+        if let Ok(rec) = record::parse_line(&text) {
+            remember_id(ids, &rec, stats);
+        }
+    }
+}
+
 impl LogWriter {
     /// Opens the log directory, recovers state, and writes 60906 (if a torn
     /// tail was cut) and 60901.
@@ -134,7 +172,9 @@ impl LogWriter {
         let file_mode = crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640);
         let active = dir.join(logset::ACTIVE);
         let mut recovery = Recovery::default();
-        let mut ids = HashMap::new();
+        let mut ids = IdTable::new(cfg.log.id_table_bytes);
+        load_previous_ids(&dir, &mut ids, &stats);
+        ids.rotated();
         let mut first: Option<(DateTime<Utc>, u64)> = None;
         let mut last: Option<Last> = None;
 
@@ -182,11 +222,7 @@ impl LogWriter {
                 if first.is_none() {
                     first = Some((rec.ts, rec.seq));
                 }
-                if let Some(id) = rec.field("id") {
-                    if ids.len() < MAX_IDS {
-                        ids.insert(id.to_string(), rec.seq);
-                    }
-                }
+                remember_id(&mut ids, &rec, &stats);
                 last = Some(Last {
                     seq: rec.seq,
                     h: rec.h,
@@ -388,7 +424,7 @@ impl LogWriter {
         let saved = (self.next_seq, self.last_h.clone(), self.last_ts);
         let mut buf = Vec::with_capacity(batch.len() * 256);
         let mut results: Vec<Ack> = Vec::with_capacity(batch.len());
-        let mut new_ids: HashMap<String, u64> = HashMap::new();
+        let mut new_ids: HashMap<u128, u64> = HashMap::new();
         let mut written = 0u64;
         let refused_before = self.refused_pending;
         if refused_before > 0 {
@@ -403,10 +439,13 @@ impl LogWriter {
             written += 1;
         }
         for (e, _) in batch.iter() {
-            if let Some(id) = &e.id {
-                if let Some(seq) = self.ids.get(id).or_else(|| new_ids.get(id)) {
+            let key =
+                e.id.as_ref()
+                    .map(|id| self.ids.key(e.origin.uid, e.component, id));
+            if let Some(key) = key {
+                if let Some(seq) = self.ids.get(key).or_else(|| new_ids.get(&key).copied()) {
                     results.push(Ack {
-                        seq: *seq,
+                        seq,
                         duplicate: true,
                     });
                     continue;
@@ -416,8 +455,8 @@ impl LogWriter {
             self.next_seq += 1;
             self.render(e, seq, &mut buf);
             written += 1;
-            if let Some(id) = &e.id {
-                new_ids.insert(id.clone(), seq);
+            if let Some(key) = key {
+                new_ids.insert(key, seq);
             }
             results.push(Ack {
                 seq,
@@ -436,11 +475,13 @@ impl LogWriter {
                 if refused_before > 0 {
                     info!(refused = refused_before, "writing again after disk full");
                 }
-                for (id, seq) in new_ids {
-                    if self.ids.len() < MAX_IDS {
-                        self.ids.insert(id, seq);
-                    }
+                let mut forgotten = 0;
+                for (key, seq) in new_ids {
+                    forgotten += self.ids.insert(key, seq);
                 }
+                self.stats
+                    .ids_forgotten
+                    .fetch_add(forgotten, Ordering::Relaxed);
                 self.stats
                     .last_seq
                     .store(self.next_seq - 1, Ordering::Relaxed);
@@ -583,7 +624,7 @@ impl LogWriter {
         fsutil::set_group(&new_file, &self.cfg.group, &self.active);
         self.file = new_file;
         self.size = 0;
-        self.ids.clear();
+        self.ids.rotated();
         self.records_in_file = 0;
         self.file_first_seq = self.next_seq;
         self.file_start = Utc::now().max(self.last_ts);

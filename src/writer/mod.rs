@@ -14,6 +14,7 @@
 //! of the batch gets `disk_full` or `write_failed`. The count of refused
 //! events is written as 60905 as soon as a write succeeds again.
 
+mod ids;
 mod logfile;
 mod rotate;
 
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, LogConfig};
 use crate::record::Entry;
@@ -57,8 +58,9 @@ type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
 
 /// What the writer thread is asked to do, in order.
 pub(crate) enum Command {
-    /// Append one record.
-    Append(Box<Entry>, Reply<Ack>),
+    /// Append one record; the permit holds its share of `queue_bytes`
+    /// until the batch it is written in is done.
+    Append(Box<Entry>, Reply<Ack>, QueuePermit),
     /// Rotate now (SIGUSR1, `nxaudit rotate`).
     Rotate(Reply<PathBuf>),
     /// Apply a reloaded config (retention, limits) and write 60904.
@@ -84,6 +86,9 @@ pub struct WriterStats {
     pub refused_write_failed: AtomicU64,
     /// Duplicate `id`s answered with the earlier seq.
     pub duplicates: AtomicU64,
+    /// Ids dropped from the bounded id table while still inside the
+    /// deduplication window: a repeat of one is written again.
+    pub ids_forgotten: AtomicU64,
     /// Rotations since start.
     pub rotations: AtomicU64,
     /// Whether the last write failed for lack of space.
@@ -105,6 +110,7 @@ impl WriterStats {
             "refused_disk_full": self.refused_disk_full.load(Ordering::Relaxed),
             "refused_write_failed": self.refused_write_failed.load(Ordering::Relaxed),
             "duplicates": self.duplicates.load(Ordering::Relaxed),
+            "ids_forgotten": self.ids_forgotten.load(Ordering::Relaxed),
             "rotations": self.rotations.load(Ordering::Relaxed),
             "disk_full": self.disk_full.load(Ordering::Relaxed),
             "active_size": self.active_size.load(Ordering::Relaxed),
@@ -113,11 +119,41 @@ impl WriterStats {
     }
 }
 
+/// A record's share of the writer queue's byte budget (`[log] queue_bytes`).
+pub(crate) type QueuePermit = Option<OwnedSemaphorePermit>;
+
+/// An upper bound of the bytes `e` occupies once rendered: every input byte
+/// escapes to at most 4 (`\xNN`, `\u{…}`), a `details` value may appear
+/// both in the text and as `details.KEY`, and the fixed parts of a line fit
+/// in 512 bytes. Queues are bounded by this, so a flood of characters that
+/// escape badly costs what it will cost in the writer, not what it cost on
+/// the wire.
+pub fn escaped_bound(e: &Entry) -> u64 {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len());
+    let text = opt(&e.user)
+        + opt(&e.client)
+        + opt(&e.engine)
+        + opt(&e.description)
+        + opt(&e.time)
+        + opt(&e.message)
+        + opt(&e.id);
+    let details: usize = e
+        .details
+        .0
+        .iter()
+        .map(|(k, v)| k.len() + 2 * v.to_string().len() + 16)
+        .sum();
+    let fields: usize = e.fields.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    4 * (text + details + fields) as u64 + 512
+}
+
 /// Cheap, cloneable handle to the writer.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     stats: Arc<WriterStats>,
+    queue_bytes: Arc<Semaphore>,
+    queue_cap: u32,
 }
 
 impl WriterHandle {
@@ -132,10 +168,24 @@ impl WriterHandle {
         rx.await.map_err(|_| AppendError::ShuttingDown)?
     }
 
+    /// Takes `entry`'s share of the queue's byte budget, waiting for room
+    /// (an entry larger than the whole budget waits for all of it).
+    async fn reserve(&self, entry: &Entry) -> Result<QueuePermit, AppendError> {
+        let cost = escaped_bound(entry).min(u64::from(self.queue_cap)) as u32;
+        self.queue_bytes
+            .clone()
+            .acquire_many_owned(cost.max(1))
+            .await
+            .map(Some)
+            .map_err(|_| AppendError::ShuttingDown)
+    }
+
     /// Appends one entry and waits until it is durable under the flush policy.
     /// Waits for room in the queue (back-pressure) rather than failing.
     pub async fn append(&self, entry: Entry) -> Result<Ack, AppendError> {
-        self.request(|r| Command::Append(Box::new(entry), r)).await
+        let permit = self.reserve(&entry).await?;
+        self.request(|r| Command::Append(Box::new(entry), r, permit))
+            .await
     }
 
     /// Queues one entry and returns the receiver of its outcome without
@@ -145,9 +195,10 @@ impl WriterHandle {
         &self,
         entry: Entry,
     ) -> Result<oneshot::Receiver<Result<Ack, AppendError>>, AppendError> {
+        let permit = self.reserve(&entry).await?;
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Command::Append(Box::new(entry), tx))
+            .send(Command::Append(Box::new(entry), tx, permit))
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
         Ok(rx)
@@ -193,6 +244,9 @@ pub fn start(
     let stats = Arc::new(WriterStats::default());
     let (mut log, recovery) = logfile::LogWriter::open(cfg, stats.clone())?;
     let (tx, rx) = mpsc::channel(cfg.log.queue);
+    // Semaphore permits are counted in u32 (and tokio caps them lower still).
+    let queue_cap = cfg.log.queue_bytes.min(1 << 30) as u32;
+    let queue_bytes = Arc::new(Semaphore::new(queue_cap as usize));
     let join = std::thread::Builder::new()
         .name("nxaudit-writer".into())
         .spawn(move || {
@@ -202,7 +256,16 @@ pub fn start(
             what: "spawn writer thread".into(),
             source: e,
         })?;
-    Ok((WriterHandle { tx, stats }, recovery, join))
+    Ok((
+        WriterHandle {
+            tx,
+            stats,
+            queue_bytes,
+            queue_cap,
+        },
+        recovery,
+        join,
+    ))
 }
 
 fn now_ms() -> u64 {
@@ -212,9 +275,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Most escaped-size bytes taken into one group commit: the rendered batch
+/// is held in memory until it is written, so this bounds it whatever
+/// `queue_bytes` is (a few large batches cost no throughput).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+fn cost(p: &QueuePermit) -> usize {
+    p.as_ref().map_or(0, |p| p.num_permits())
+}
+
 fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
     let max_batch = log.max_batch();
     let mut batch: Vec<(Box<Entry>, Reply<Ack>)> = Vec::with_capacity(max_batch);
+    // Held until the batch is written, so queue and batch together stay
+    // within `queue_bytes`.
+    let mut permits: Vec<QueuePermit> = Vec::with_capacity(max_batch);
     let mut pending: Option<Command> = None;
     loop {
         log.stats().heartbeat_ms.store(now_ms(), Ordering::Relaxed);
@@ -230,12 +305,18 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
             },
         };
         match first {
-            Command::Append(e, r) => {
+            Command::Append(e, r, p) => {
+                let mut bytes = cost(&p);
                 batch.push((e, r));
+                permits.push(p);
                 // Group commit: take everything already queued.
-                while batch.len() < max_batch {
+                while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(Command::Append(e, r)) => batch.push((e, r)),
+                        Ok(Command::Append(e, r, p)) => {
+                            bytes += cost(&p);
+                            batch.push((e, r));
+                            permits.push(p);
+                        }
                         Ok(Command::Tick) => {}
                         Ok(other) => {
                             pending = Some(other);
@@ -245,6 +326,7 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
                     }
                 }
                 log.write_batch(&mut batch);
+                permits.clear();
                 log.after_batch();
             }
             Command::Rotate(r) => {
@@ -273,7 +355,7 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
 
 fn refuse(c: Command) {
     match c {
-        Command::Append(_, r) => {
+        Command::Append(_, r, _) => {
             let _ = r.send(Err(AppendError::ShuttingDown));
         }
         Command::Rotate(r) => {

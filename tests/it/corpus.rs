@@ -1184,7 +1184,7 @@ fn corpus_matches_the_pure_parser() {
 #[test]
 fn corpus_on_one_connection() {
     let cases = corpus();
-    let mut d = TestDaemon::start("");
+    let mut d = TestDaemon::start(&appliance_granted(""));
     let (replies, err) = drive(d.connect(), &cases, "c0");
     let with_id = check(&mut d, &cases, vec![Run::here("c0", (replies, err))], true);
     assert!(with_id.len() > cases.len(), "markers and cases with ids");
@@ -1235,7 +1235,7 @@ fn corpus_on_one_connection() {
 #[test]
 fn corpus_on_eight_concurrent_connections() {
     let cases = corpus();
-    let mut d = TestDaemon::start("[log]\nformat = \"json\"\n");
+    let mut d = TestDaemon::start(&appliance_granted("[log]\nformat = \"json\"\n"));
     // Connect the 8 first so that the hit-and-run clients cannot take
     // their slots under the connection cap.
     let streams: Vec<UnixStream> = (0..8).map(|_| d.connect()).collect();
@@ -1276,7 +1276,7 @@ fn corpus_on_eight_concurrent_connections() {
 #[test]
 fn corpus_through_nxaudit_send() {
     let cases = corpus();
-    let mut d = TestDaemon::start("");
+    let mut d = TestDaemon::start(&appliance_granted(""));
     let mut child = std::process::Command::new(cli_bin())
         .arg("--base-dir")
         .arg(&d.base)
@@ -1318,7 +1318,7 @@ fn corpus_through_nxaudit_send() {
 /// whatever it is; an empty tail gives no reply.
 #[test]
 fn final_line_without_newline() {
-    let d = TestDaemon::start("");
+    let d = TestDaemon::start(&appliance_granted(""));
     let mut x70k = br#"{"code":50000}"#.to_vec();
     x70k.push(b'\n');
     x70k.extend(vec![b'x'; 70_000]);
@@ -1369,4 +1369,11 @@ fn final_line_without_newline() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     assert_eq!(d.records().len(), 1 + acks, "60901 + the accepted lines");
     assert_ok("verify", &d.cli(&["verify"]));
+}
+
+/// The corpus writes Appliance codes as this process's uid, which needs an
+/// explicit grant (root included, SPEC §3).
+fn appliance_granted(config: &str) -> String {
+    let me = nix::unistd::getuid().as_raw();
+    format!("{config}\n[[clients]]\nuid = {me}\ncomponents = [\"Appliance\"]\n")
 }
