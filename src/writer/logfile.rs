@@ -84,6 +84,8 @@ pub(crate) struct LogWriter {
     cfg: LogConfig,
     file_mode: u32,
     ids: IdTable,
+    /// The id table while its loader still reads the log (see [`Self::ids`]).
+    ids_loading: Option<std::sync::mpsc::Receiver<IdTable>>,
     refused_pending: u64,
     dirty: bool,
     last_sync: Instant,
@@ -126,33 +128,105 @@ fn remember_id(ids: &mut IdTable, rec: &record::ParsedRecord, stats: &WriterStat
     }
 }
 
-/// Loads the ids of the newest rotated file (the previous one), compressed
-/// or not, so a restart keeps deduplicating across the last rotation. A file
-/// that cannot be read only weakens deduplication to at-least-once: logged,
-/// not fatal.
-fn load_previous_ids(dir: &Path, ids: &mut IdTable, stats: &WriterStats) {
-    let Ok(files) = logset::list(dir) else {
-        return;
-    };
-    let Some(prev) = files.iter().rev().find(|f| !f.active) else {
-        return;
-    };
-    let reader = match logset::open(prev) {
-        Ok(r) => r,
+/// Opens the newest rotated file (the previous one), compressed or not, so
+/// a restart keeps deduplicating across the last rotation. Opened now, read
+/// later by the id loader: the compressor may replace the file meanwhile,
+/// and an open descriptor still reads it. A file that cannot be read only
+/// weakens deduplication to at-least-once: logged, not fatal.
+fn open_previous(dir: &Path) -> Option<(PathBuf, Box<dyn std::io::BufRead + Send>)> {
+    let files = logset::list(dir).ok()?;
+    let prev = files.iter().rev().find(|f| !f.active)?;
+    match logset::open(prev) {
+        Ok(r) => Some((prev.path.clone(), r)),
         Err(e) => {
             warn!(file = %prev.path.display(), error = %e, "cannot read the previous file's ids");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Remembers every id of one file's records.
+fn load_ids(ids: &mut IdTable, path: &Path, reader: impl std::io::BufRead, stats: &WriterStats) {
     for text in logset::Lines::new(reader) {
         let Ok(text) = text else {
-            warn!(file = %prev.path.display(), "reading the previous file's ids stopped early");
+            warn!(file = %path.display(), "reading ids stopped early");
             return;
         };
         if let Ok(rec) = record::parse_line(&text) {
             remember_id(ids, &rec, stats);
         }
     }
+}
+
+/// Builds the id table of the previous and the active file on its own
+/// thread, so that start-up does not read the log: only an event that
+/// carries an `id` (or a rotation) waits for it ([`LogWriter::ids`]).
+fn spawn_id_loader(
+    budget: u64,
+    previous: Option<(PathBuf, Box<dyn std::io::BufRead + Send>)>,
+    active: Option<(PathBuf, File, u64)>,
+    stats: Arc<WriterStats>,
+) -> std::sync::mpsc::Receiver<IdTable> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("nxaudit-ids".into())
+        .spawn(move || {
+            let mut ids = IdTable::new(budget);
+            if let Some((path, r)) = previous {
+                load_ids(&mut ids, &path, r, &stats);
+            }
+            ids.rotated();
+            if let Some((path, f, len)) = active {
+                // Only what was on disk at start-up: the writer remembers
+                // what it writes itself once it holds the table.
+                let r = BufReader::with_capacity(1 << 16, f.take(len));
+                load_ids(&mut ids, &path, r, &stats);
+            }
+            let _ = tx.send(ids);
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the id loader; deduplication starts empty");
+    }
+    rx
+}
+
+/// The last record of the first `len` bytes of `f` that parses, read
+/// backwards in growing chunks: only the tail is touched unless the tail
+/// holds no record at all.
+fn last_record(f: &mut File, len: u64) -> io::Result<Option<record::ParsedRecord>> {
+    let mut chunk = 64 * 1024u64;
+    loop {
+        let start = len.saturating_sub(chunk);
+        let mut buf = vec![0u8; (len - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf)?;
+        // The first piece may be a partial line unless we began at 0.
+        let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
+        if start > 0 {
+            lines.remove(0);
+        }
+        for l in lines.iter().rev() {
+            if let Ok(rec) = record::parse_line(&String::from_utf8_lossy(l)) {
+                return Ok(Some(rec));
+            }
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        chunk *= 4;
+    }
+}
+
+/// The first record of `f` that parses, read forwards.
+fn first_record(f: &mut File, len: u64) -> io::Result<Option<record::ParsedRecord>> {
+    f.seek(SeekFrom::Start(0))?;
+    let lines = logset::Lines::new(BufReader::with_capacity(1 << 16, f.take(len)));
+    for text in lines {
+        if let Ok(rec) = record::parse_line(&text?) {
+            return Ok(Some(rec));
+        }
+    }
+    Ok(None)
 }
 
 impl LogWriter {
@@ -172,9 +246,8 @@ impl LogWriter {
         let file_mode = crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640);
         let active = dir.join(logset::ACTIVE);
         let mut recovery = Recovery::default();
-        let mut ids = IdTable::new(cfg.log.id_table_bytes);
-        load_previous_ids(&dir, &mut ids, &stats);
-        ids.rotated();
+        let previous = open_previous(&dir);
+        let mut active_for_ids = None;
         let mut first: Option<(DateTime<Utc>, u64)> = None;
         let mut last: Option<Last> = None;
 
@@ -210,25 +283,23 @@ impl LogWriter {
                     "cut a torn last line at start-up"
                 );
             }
-            f.seek(SeekFrom::Start(0))
-                .map_err(io_err(format!("read {}", active.display())))?;
-            let lines = logset::Lines::new(BufReader::with_capacity(1 << 16, &f));
-            for text in lines {
-                let text = text.map_err(io_err(format!("read {}", active.display())))?;
-                let Ok(rec) = record::parse_line(&text) else {
-                    continue;
-                };
-                recovery.records_in_active += 1;
-                if first.is_none() {
-                    first = Some((rec.ts, rec.seq));
+            // Start-up does not re-read the file: its first and last
+            // records give where it starts, how many it holds (seq is
+            // gap-free) and where seq and chain resume; ids load meanwhile.
+            let read_err = io_err(format!("read {}", active.display()));
+            if let Some(rec) = last_record(&mut f, good).map_err(read_err)? {
+                let read_err = io_err(format!("read {}", active.display()));
+                if let Some(head) = first_record(&mut f, good).map_err(read_err)? {
+                    first = Some((head.ts, head.seq));
+                    recovery.records_in_active = rec.seq.saturating_sub(head.seq) + 1;
                 }
-                remember_id(&mut ids, &rec, &stats);
                 last = Some(Last {
                     seq: rec.seq,
                     h: rec.h,
                     ts: rec.ts,
                 });
             }
+            active_for_ids = Some((active.clone(), f, good));
         }
         if last.is_none() {
             // Fresh or empty active file: continue from the newest rotated one.
@@ -291,7 +362,13 @@ impl LogWriter {
             host: cfg.effective_hostname(),
             cfg: cfg.log.clone(),
             file_mode,
-            ids,
+            ids: IdTable::new(0),
+            ids_loading: Some(spawn_id_loader(
+                cfg.log.id_table_bytes,
+                previous,
+                active_for_ids,
+                stats.clone(),
+            )),
             refused_pending: 0,
             dirty: false,
             last_sync: Instant::now(),
@@ -419,8 +496,26 @@ impl LogWriter {
         }
     }
 
+    /// The id table, waiting for its loader if start-up's is still being
+    /// read: only events that carry an `id` and rotations ever wait.
+    fn ids(&mut self) -> &mut IdTable {
+        if let Some(rx) = self.ids_loading.take() {
+            match rx.recv() {
+                Ok(t) => self.ids = t,
+                Err(_) => {
+                    warn!("the id loader failed; deduplication starts empty");
+                    self.ids = IdTable::new(self.cfg.id_table_bytes);
+                }
+            }
+        }
+        &mut self.ids
+    }
+
     /// Writes a batch all-or-nothing and answers each sender.
     pub(crate) fn write_batch(&mut self, batch: &mut Vec<(Box<Entry>, Reply<Ack>)>) {
+        if batch.iter().any(|(e, _)| e.id.is_some()) {
+            self.ids();
+        }
         let saved = (self.next_seq, self.last_h.clone(), self.last_ts);
         let mut buf = Vec::with_capacity(batch.len() * 256);
         let mut results: Vec<Ack> = Vec::with_capacity(batch.len());
@@ -624,7 +719,7 @@ impl LogWriter {
         fsutil::set_group(&new_file, &self.cfg.group, &self.active);
         self.file = new_file;
         self.size = 0;
-        self.ids.rotated();
+        self.ids().rotated();
         self.records_in_file = 0;
         self.file_first_seq = self.next_seq;
         self.file_start = Utc::now().max(self.last_ts);
