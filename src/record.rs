@@ -164,13 +164,15 @@ pub enum Format {
 /// The hash-chain function: SHA-256, or HMAC-SHA-256 with a key.
 #[derive(Clone, Default)]
 pub struct Chain {
-    key: Option<Vec<u8>>,
+    /// The keyed MAC with its key schedule done once (cloned per record),
+    /// or `None` for plain SHA-256.
+    mac: Option<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chain")
-            .field("hmac", &self.key.is_some())
+            .field("hmac", &self.mac.is_some())
             .finish()
     }
 }
@@ -178,12 +180,16 @@ impl std::fmt::Debug for Chain {
 impl Chain {
     /// Plain SHA-256 chain.
     pub fn sha256() -> Chain {
-        Chain { key: None }
+        Chain { mac: None }
     }
 
     /// HMAC-SHA-256 chain with `key`.
     pub fn hmac(key: Vec<u8>) -> Chain {
-        Chain { key: Some(key) }
+        // HMAC accepts keys of any length: the error case cannot occur,
+        // and would only mean a keyless chain, which the caller refused.
+        Chain {
+            mac: Hmac::<Sha256>::new_from_slice(&key).ok(),
+        }
     }
 
     /// The chain of `[log] chain_key_file`: plain SHA-256 when the path is
@@ -206,26 +212,31 @@ impl Chain {
     /// `h` of a record: first 128 bits, hex, of the hash over the previous
     /// `h` and the record's line without its `h`.
     pub fn next(&self, prev: &str, body: &str) -> String {
-        let digest: [u8; 32] = match &self.key {
+        let hex = self.next_hex(prev, body);
+        String::from_utf8_lossy(&hex).into_owned()
+    }
+
+    /// [`Chain::next`] as 32 ASCII hex bytes, without allocating: the
+    /// verifier's per-record path.
+    pub fn next_hex(&self, prev: &str, body: &str) -> [u8; 32] {
+        let digest: [u8; 32] = match &self.mac {
             None => {
                 let mut h = Sha256::new();
                 h.update(prev.as_bytes());
                 h.update(body.as_bytes());
                 h.finalize().into()
             }
-            Some(k) => {
-                // HMAC accepts keys of any length; the error case cannot occur.
-                match Hmac::<Sha256>::new_from_slice(k) {
-                    Ok(mut m) => {
-                        m.update(prev.as_bytes());
-                        m.update(body.as_bytes());
-                        m.finalize().into_bytes().into()
-                    }
-                    Err(_) => [0u8; 32],
-                }
+            Some(mac) => {
+                let mut m = mac.clone();
+                m.update(prev.as_bytes());
+                m.update(body.as_bytes());
+                m.finalize().into_bytes().into()
             }
         };
-        hex::encode(&digest[..16])
+        let mut out = [0u8; 32];
+        // 16 bytes always fit 32 hex digits.
+        let _ = hex::encode_to_slice(&digest[..16], &mut out);
+        out
     }
 }
 

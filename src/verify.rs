@@ -613,12 +613,12 @@ fn follows(prev: &Link, cur: &Link) -> Result<(), Defect> {
 }
 
 fn check_h(chain: &Chain, prev_h: &str, body: &str, cur: &Link) -> Result<(), Defect> {
-    let want = chain.next(prev_h, body);
-    if want.as_bytes() != cur.h {
+    let want = chain.next_hex(prev_h, body);
+    if want[..] != cur.h[..] {
         return Err(Defect::ChainBroken {
             seq: cur.seq,
             h: hex_str(&cur.h).to_string(),
-            expected: want,
+            expected: String::from_utf8_lossy(&want).into_owned(),
         });
     }
     Ok(())
