@@ -121,13 +121,21 @@ pub enum Family {
     Sudo,
 }
 
+impl Family {
+    /// The program names (syslog tags, process names) of the family.
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Family::Ssh => &["sshd", "sshd-session", "sshd-auth"],
+            Family::Sudo => &["sudo"],
+        }
+    }
+}
+
 /// The family of a syslog tag / journal `SYSLOG_IDENTIFIER`.
 pub fn family(program: &str) -> Option<Family> {
-    match program {
-        "sshd" | "sshd-session" | "sshd-auth" => Some(Family::Ssh),
-        "sudo" => Some(Family::Sudo),
-        _ => None,
-    }
+    [Family::Ssh, Family::Sudo]
+        .into_iter()
+        .find(|f| f.programs().contains(&program))
 }
 
 /// Counters of what the classifier did, for `nxaudit status`.
@@ -280,9 +288,20 @@ impl AuthClassifier {
                 .as_deref()
                 .is_some_and(|e| list.iter().any(|x| x == e))
         };
+        // A root process that exited before its executable could be read
+        // (sshd's pre-authentication monitor, a refused sudo): the uid comes
+        // from the socket credentials and cannot be faked by a local user,
+        // and root can write the log anyway. A present executable must be
+        // in the list (journald relaying an exited sender shows its own).
+        let exited_root = sender.uid == Some(0)
+            && sender.exe.is_none()
+            && sender
+                .comm
+                .as_deref()
+                .is_some_and(|c| fam.programs().contains(&c));
         match fam {
-            Family::Ssh => sender.uid == Some(0) && exe_in(&self.sshd_exes),
-            Family::Sudo => exe_in(&self.sudo_exes),
+            Family::Ssh => sender.uid == Some(0) && exe_in(&self.sshd_exes) || exited_root,
+            Family::Sudo => exe_in(&self.sudo_exes) || exited_root,
         }
     }
 
@@ -1537,6 +1556,42 @@ mod tests {
         }
         assert!(lines >= 60, "only {lines} fixture lines");
         assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn an_exited_root_sender_is_proven_by_its_uid_alone() {
+        let mut c = all();
+        let refused = "Connection closed by authenticating user nexthink 10.0.0.9 port 5 [preauth]";
+        let exited = |uid, comm: &str| Sender {
+            uid: Some(uid),
+            pid: Some(9),
+            exe: None,
+            comm: Some(comm.into()),
+        };
+        let e = c
+            .classify("sshd", Some(9), refused, &exited(0, "sshd"))
+            .unwrap();
+        assert_eq!(e.code, 60002, "{e:?}");
+        // A user's process that exited proves nothing, whatever its name.
+        let e = c
+            .classify("sshd", Some(9), refused, &exited(1000, "sshd"))
+            .unwrap();
+        assert_eq!(e.code, SSH_UNVERIFIED);
+        let cmd =
+            "nexthink : command not allowed ; PWD=/ ; USER=root ; COMMAND=/bin/cat /etc/shadow";
+        let e = c
+            .classify("sudo", Some(9), cmd, &exited(0, "sudo"))
+            .unwrap();
+        assert_eq!(e.code, 60102, "{e:?}");
+        let e = c
+            .classify("sudo", Some(9), cmd, &exited(1000, "sudo"))
+            .unwrap();
+        assert_eq!(e.code, SUDO_UNVERIFIED);
+        // Root, but not the program it claims to be.
+        let e = c
+            .classify("sshd", Some(9), refused, &exited(0, "bash"))
+            .unwrap();
+        assert_eq!(e.code, SSH_UNVERIFIED);
     }
 
     #[test]
