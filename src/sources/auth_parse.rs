@@ -298,7 +298,7 @@ impl AuthClassifier {
             && sender
                 .comm
                 .as_deref()
-                .is_some_and(|c| fam.programs().contains(&c));
+                .map_or(true, |c| fam.programs().contains(&c));
         match fam {
             Family::Ssh => sender.uid == Some(0) && exe_in(&self.sshd_exes) || exited_root,
             Family::Sudo => exe_in(&self.sudo_exes) || exited_root,
@@ -1587,6 +1587,15 @@ mod tests {
             .classify("sudo", Some(9), cmd, &exited(1000, "sudo"))
             .unwrap();
         assert_eq!(e.code, SUDO_UNVERIFIED);
+        // Gone before journald could read even its name: the uid is enough.
+        let gone = Sender {
+            uid: Some(0),
+            pid: Some(9),
+            exe: None,
+            comm: None,
+        };
+        let e = c.classify("sshd", Some(9), refused, &gone).unwrap();
+        assert_eq!(e.code, 60002, "{e:?}");
         // Root, but not the program it claims to be.
         let e = c
             .classify("sshd", Some(9), refused, &exited(0, "bash"))

@@ -59,6 +59,9 @@ use crate::shutdown::Shutdown;
 use crate::status::Registry;
 use crate::writer::{Ack, AppendError, WriterHandle};
 
+/// Least time between two status publishes of a busy follower.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
 /// Arguments of every journalctl run.
 const BASE_ARGS: [&str; 4] = ["--output=json", "--all", "--quiet", "--no-pager"];
 
@@ -360,6 +363,9 @@ pub struct Follower<C, S> {
     last_save: Instant,
     stats: Stats,
     last_publish: Instant,
+    /// A throttled publish is owed: done when the throttle allows, so the
+    /// status never stays behind after the last entry of a burst.
+    publish_owed: bool,
     mode: &'static str,
     machine_id: Option<String>,
     reloaded: Option<watch::Receiver<Arc<Config>>>,
@@ -394,6 +400,7 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
                 ..Stats::default()
             },
             last_publish: Instant::now(),
+            publish_owed: false,
             mode,
             machine_id,
             reloaded: None,
@@ -739,9 +746,13 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
             // The status shows the quiet warning when it becomes due, not
             // only at the next entry or refresh.
             let quiet_at = self.quiet_warning_due();
+            let publish_at = self.publish_due();
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => return RunEnd::Shutdown,
+                _ = sleep_until_opt(publish_at), if publish_at.is_some() => {
+                    self.publish(true);
+                }
                 _ = tokio::time::sleep_until(idle_at), if follow => return RunEnd::Idle,
                 _ = sleep_until_opt(quiet_at), if quiet_at.is_some() => {
                     self.publish(true);
@@ -963,11 +974,19 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
         ))
     }
 
+    /// When an owed publish is due.
+    fn publish_due(&self) -> Option<tokio::time::Instant> {
+        self.publish_owed
+            .then(|| tokio::time::Instant::from_std(self.last_publish + PUBLISH_EVERY))
+    }
+
     /// Publishes the status section (throttled unless `force`).
     fn publish(&mut self, force: bool) {
-        if !force && self.last_publish.elapsed() < Duration::from_millis(250) {
+        if !force && self.last_publish.elapsed() < PUBLISH_EVERY {
+            self.publish_owed = true;
             return;
         }
+        self.publish_owed = false;
         self.last_publish = Instant::now();
         self.status.set(
             self.spec.section,
