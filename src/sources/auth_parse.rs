@@ -1594,7 +1594,9 @@ mod tests {
             exe: None,
             comm: None,
         };
-        let e = c.classify("sshd", Some(9), refused, &gone).unwrap();
+        let refused2 =
+            "Connection closed by authenticating user nexthink 10.0.0.9 port 6 [preauth]";
+        let e = c.classify("sshd", Some(10), refused2, &gone).unwrap();
         assert_eq!(e.code, 60002, "{e:?}");
         // Root, but not the program it claims to be.
         let e = c
