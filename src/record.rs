@@ -384,25 +384,14 @@ pub fn fill_format(fmt: &str, e: &Entry, account: &str) -> String {
 /// The result has no raw `|`, `[` or `]`, so it can neither end a bracket
 /// field, open a second bracket, nor imitate the ` | ` before the trailer.
 pub fn escape_unquoted(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            _ => escape_char(c, out),
-        }
-    }
+    escape_into(s, out, b"");
 }
 
 /// Escapes the host name token: as [`escape_unquoted`], plus the space
 /// that ends the token (a configured name is validated, this keeps any
 /// other name parseable).
 pub fn escape_host(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ' ' => out.push_str("\\x20"),
-            _ => escape_char(c, out),
-        }
-    }
+    escape_into(s, out, b" ");
 }
 
 /// Escapes `s` as a quoted value (quotes included): as [`escape_unquoted`],
@@ -410,14 +399,52 @@ pub fn escape_host(s: &str, out: &mut String) {
 /// value can look like a bracket to `grep`.
 pub fn escape_quoted(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            _ => escape_char(c, out),
-        }
-    }
+    escape_into(s, out, b"\"");
     out.push('"');
+}
+
+/// The one escaping loop behind [`escape_unquoted`], [`escape_host`] and
+/// [`escape_quoted`]: runs of characters that need nothing are copied as
+/// one slice (the writer renders every record on one thread, so this is
+/// its hot path); `extra` are further ASCII bytes to escape (`"` in
+/// values, the space in the host token).
+fn escape_into(s: &str, out: &mut String, extra: &[u8]) {
+    let bytes = s.as_bytes();
+    let mut plain = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii() {
+            let special = b < 0x20
+                || b == 0x7f
+                || matches!(b, b'\\' | b'|' | b'[' | b']')
+                || extra.contains(&b);
+            if special {
+                out.push_str(&s[plain..i]);
+                match b {
+                    b'\\' => out.push_str("\\\\"),
+                    b'"' => out.push_str("\\\""),
+                    b'\n' => out.push_str("\\n"),
+                    _ => {
+                        let _ = write!(out, "\\x{b:02x}");
+                    }
+                }
+                plain = i + 1;
+            }
+            i += 1;
+            continue;
+        }
+        let Some(c) = s[i..].chars().next() else {
+            break;
+        };
+        if is_invisible(c) {
+            out.push_str(&s[plain..i]);
+            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            plain = i + c.len_utf8();
+        }
+        i += c.len_utf8();
+    }
+    out.push_str(&s[plain..]);
 }
 
 /// Whether `c` is invisible or reorders text (Unicode categories Cf, Zl,
@@ -451,20 +478,6 @@ pub fn is_invisible(c: char) -> bool {
             | 0xe0001
             | 0xe0020..=0xe007f
     )
-}
-
-fn escape_char(c: char, out: &mut String) {
-    match c {
-        '\n' => out.push_str("\\n"),
-        // `|`, `[`, `]` shape the bracket and the trailer separator.
-        c if (c as u32) < 0x20 || c as u32 == 0x7f || matches!(c, '|' | '[' | ']') => {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        }
-        c if is_invisible(c) => {
-            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-        }
-        c => out.push(c),
-    }
 }
 
 /// Reverses [`escape_unquoted`] / the inside of [`escape_quoted`].
