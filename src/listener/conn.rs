@@ -42,6 +42,10 @@ enum Pending {
     ),
 }
 
+/// Bytes asked of the socket per read (the buffer holds at most one
+/// partial line plus this).
+const READ_CHUNK: usize = 16 << 10;
+
 /// Splits a byte stream into lines, recovering from over-long ones.
 #[derive(Debug, Default)]
 pub struct Framer {
@@ -89,6 +93,21 @@ impl Framer {
                 None
             }
         }
+    }
+
+    /// Makes room for the next read without ever growing the buffer past
+    /// one line plus one read. (`BytesMut::reserve` doubles the allocation
+    /// whenever the partial line left is longer than what was consumed
+    /// before it, so under a steady flood of long lines each connection's
+    /// buffer grew to megabytes: 64 connections held 85 MiB.) The partial
+    /// line is at most [`MAX_LINE`] bytes: longer ones are dropped.
+    pub fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() >= READ_CHUNK / 2 {
+            return;
+        }
+        let mut fresh = BytesMut::with_capacity(self.buf.len() + READ_CHUNK);
+        fresh.extend_from_slice(&self.buf);
+        self.buf = fresh;
     }
 
     /// Whether part of a line has been received (or is being skipped).
@@ -256,6 +275,7 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
             Some(t) => (t + limits.line_timeout).min(idle_deadline),
             None => idle_deadline,
         };
+        framer.make_room();
         let n = tokio::select! {
             _ = shutdown.recv() => {
                 // Answer what is already buffered, then close.
@@ -282,11 +302,6 @@ pub async fn handle(stream: UnixStream, cred: UCred, shared: Arc<Shared>, mut sh
             }
             break;
         }
-        // Keep the buffer from growing past one line plus one read.
-        if framer.buffer().capacity() > 4 * MAX_LINE && framer.buffer().is_empty() {
-            *framer.buffer() = BytesMut::with_capacity(8192);
-        }
-        framer.buffer().reserve(8192);
     }
     drop(qtx);
     let _ = replies.await;

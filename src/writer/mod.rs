@@ -1,8 +1,9 @@
 //! The single writer that owns the audit log.
 //!
-//! Every record, from the socket or a source, goes through one bounded
-//! channel to one dedicated OS thread (`nxaudit-writer`). The thread takes
-//! what is queued (up to `max_batch`), renders and chains the records,
+//! Every record, from the socket or a source, waits in its sender uid's
+//! lane ([`lanes`]) for one dedicated OS thread (`nxaudit-writer`); other
+//! requests come through one bounded channel. The thread takes what is
+//! queued, one record per uid in turn (up to `max_batch`), renders and chains the records,
 //! writes them with one `write`, makes them durable with one `fdatasync`
 //! (group commit), and only then answers each sender. Because one thread
 //! owns the file, records are never interleaved, `seq` is gap-free and the
@@ -15,6 +16,7 @@
 //! events is written as 60905 as soon as a write succeeds again.
 
 mod ids;
+mod lanes;
 mod logfile;
 mod rotate;
 
@@ -23,10 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, LogConfig};
 use crate::record::Entry;
+use lanes::{Lanes, Queued};
 
 pub use logfile::{OpenError, Recovery};
 pub use rotate::{Compressor, Retention};
@@ -58,9 +61,8 @@ type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
 
 /// What the writer thread is asked to do, in order.
 pub(crate) enum Command {
-    /// Append one record; the permit holds its share of `queue_bytes`
-    /// until the batch it is written in is done.
-    Append(Box<Entry>, Reply<Ack>, QueuePermit),
+    /// Records are waiting in the lanes.
+    Ready,
     /// Rotate now (SIGUSR1, `nxaudit rotate`).
     Rotate(Reply<PathBuf>),
     /// Apply a reloaded config (retention, limits) and write 60904.
@@ -119,9 +121,6 @@ impl WriterStats {
     }
 }
 
-/// A record's share of the writer queue's byte budget (`[log] queue_bytes`).
-pub(crate) type QueuePermit = Option<OwnedSemaphorePermit>;
-
 /// An upper bound of the bytes `e` occupies once rendered: every input byte
 /// escapes to at most 4 (`\xNN`, `\u{…}`), a `details` value may appear
 /// both in the text and as `details.KEY`, and the fixed parts of a line fit
@@ -152,8 +151,9 @@ pub fn escaped_bound(e: &Entry) -> u64 {
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     stats: Arc<WriterStats>,
-    queue_bytes: Arc<Semaphore>,
-    queue_cap: u32,
+    lanes: Arc<Lanes>,
+    /// Whether a [`Command::Ready`] is on its way to the writer.
+    woken: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -168,24 +168,11 @@ impl WriterHandle {
         rx.await.map_err(|_| AppendError::ShuttingDown)?
     }
 
-    /// Takes `entry`'s share of the queue's byte budget, waiting for room
-    /// (an entry larger than the whole budget waits for all of it).
-    async fn reserve(&self, entry: &Entry) -> Result<QueuePermit, AppendError> {
-        let cost = escaped_bound(entry).min(u64::from(self.queue_cap)) as u32;
-        self.queue_bytes
-            .clone()
-            .acquire_many_owned(cost.max(1))
-            .await
-            .map(Some)
-            .map_err(|_| AppendError::ShuttingDown)
-    }
-
     /// Appends one entry and waits until it is durable under the flush policy.
     /// Waits for room in the queue (back-pressure) rather than failing.
     pub async fn append(&self, entry: Entry) -> Result<Ack, AppendError> {
-        let permit = self.reserve(&entry).await?;
-        self.request(|r| Command::Append(Box::new(entry), r, permit))
-            .await
+        let rx = self.enqueue(entry).await?;
+        rx.await.map_err(|_| AppendError::ShuttingDown)?
     }
 
     /// Queues one entry and returns the receiver of its outcome without
@@ -195,18 +182,31 @@ impl WriterHandle {
         &self,
         entry: Entry,
     ) -> Result<oneshot::Receiver<Result<Ack, AppendError>>, AppendError> {
-        let permit = self.reserve(&entry).await?;
+        let uid = entry.origin.uid;
+        let permit = self.lanes.reserve(uid, escaped_bound(&entry)).await?;
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append(Box::new(entry), tx, permit))
-            .await
-            .map_err(|_| AppendError::ShuttingDown)?;
+        let q = Queued {
+            entry: Box::new(entry),
+            reply: tx,
+            permit,
+        };
+        if self.lanes.push(uid, q).is_err() {
+            return Err(AppendError::ShuttingDown);
+        }
+        // One wake-up at a time: the writer clears `woken` before it looks
+        // at the lanes, so a record pushed after that look sends another.
+        if !self.woken.swap(true, Ordering::SeqCst) {
+            self.tx
+                .send(Command::Ready)
+                .await
+                .map_err(|_| AppendError::ShuttingDown)?;
+        }
         Ok(rx)
     }
 
-    /// Commands waiting in the writer's bounded queue (for status and metrics).
+    /// Records waiting for the writer (for status and metrics).
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity().saturating_sub(self.tx.capacity())
+        self.lanes.len()
     }
 
     /// Rotates the active file; returns the rotated file's path.
@@ -244,13 +244,13 @@ pub fn start(
     let stats = Arc::new(WriterStats::default());
     let (mut log, recovery) = logfile::LogWriter::open(cfg, stats.clone())?;
     let (tx, rx) = mpsc::channel(cfg.log.queue);
-    // Semaphore permits are counted in u32 (and tokio caps them lower still).
-    let queue_cap = cfg.log.queue_bytes.min(1 << 30) as u32;
-    let queue_bytes = Arc::new(Semaphore::new(queue_cap as usize));
+    let lanes = Arc::new(Lanes::new(cfg.log.queue_bytes, cfg.log.queue));
+    let woken = Arc::new(AtomicBool::new(false));
+    let (l, w) = (lanes.clone(), woken.clone());
     let join = std::thread::Builder::new()
         .name("nxaudit-writer".into())
         .spawn(move || {
-            writer_loop(&mut log, rx);
+            writer_loop(&mut log, rx, &l, &w);
         })
         .map_err(|e| OpenError::Io {
             what: "spawn writer thread".into(),
@@ -260,8 +260,8 @@ pub fn start(
         WriterHandle {
             tx,
             stats,
-            queue_bytes,
-            queue_cap,
+            lanes,
+            woken,
         },
         recovery,
         join,
@@ -277,57 +277,63 @@ fn now_ms() -> u64 {
 
 /// Most escaped-size bytes taken into one group commit: the rendered batch
 /// is held in memory until it is written, so this bounds it whatever
-/// `queue_bytes` is (a few large batches cost no throughput).
-const MAX_BATCH_BYTES: usize = 4 << 20;
+/// `queue_bytes` is, and with it the time a group commit takes: another
+/// uid's record waits for at most the batch being written and its own.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
-fn cost(p: &QueuePermit) -> usize {
-    p.as_ref().map_or(0, |p| p.num_permits())
+/// Takes one group commit's worth of records from the lanes and writes it.
+fn write_from_lanes(
+    log: &mut logfile::LogWriter,
+    lanes: &Lanes,
+    queued: &mut Vec<Queued>,
+    batch: &mut Vec<(Box<Entry>, Reply<Ack>)>,
+) -> bool {
+    if !lanes.take(queued, log.max_batch(), MAX_BATCH_BYTES) {
+        return false;
+    }
+    // Held until the batch is written, so lanes and batch together stay
+    // within `queue_bytes`.
+    let mut permits = Vec::with_capacity(queued.len());
+    for q in queued.drain(..) {
+        batch.push((q.entry, q.reply));
+        permits.push(q.permit);
+    }
+    log.write_batch(batch);
+    drop(permits);
+    log.after_batch();
+    true
 }
 
-fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
+fn writer_loop(
+    log: &mut logfile::LogWriter,
+    mut rx: mpsc::Receiver<Command>,
+    lanes: &Lanes,
+    woken: &AtomicBool,
+) {
     let max_batch = log.max_batch();
+    let mut queued: Vec<Queued> = Vec::with_capacity(max_batch);
     let mut batch: Vec<(Box<Entry>, Reply<Ack>)> = Vec::with_capacity(max_batch);
-    // Held until the batch is written, so queue and batch together stay
-    // within `queue_bytes`.
-    let mut permits: Vec<QueuePermit> = Vec::with_capacity(max_batch);
-    let mut pending: Option<Command> = None;
+    // Records were left in the lanes by the last batch: keep writing, but
+    // let other requests (ticks, rotation) in between batches.
+    let mut more = false;
     loop {
         log.stats().heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-        let first = match pending.take() {
-            Some(c) => c,
-            None => match rx.blocking_recv() {
+        let next = if more {
+            rx.try_recv().unwrap_or(Command::Ready)
+        } else {
+            match rx.blocking_recv() {
                 Some(c) => c,
                 None => {
                     // Every handle is gone without a Shutdown: still sync.
                     log.sync_now();
                     return;
                 }
-            },
+            }
         };
-        match first {
-            Command::Append(e, r, p) => {
-                let mut bytes = cost(&p);
-                batch.push((e, r));
-                permits.push(p);
-                // Group commit: take everything already queued.
-                while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(Command::Append(e, r, p)) => {
-                            bytes += cost(&p);
-                            batch.push((e, r));
-                            permits.push(p);
-                        }
-                        Ok(Command::Tick) => {}
-                        Ok(other) => {
-                            pending = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                log.write_batch(&mut batch);
-                permits.clear();
-                log.after_batch();
+        match next {
+            Command::Ready => {
+                woken.store(false, Ordering::SeqCst);
+                more = write_from_lanes(log, lanes, &mut queued, &mut batch) && lanes.len() > 0;
             }
             Command::Rotate(r) => {
                 let res = log.rotate("requested");
@@ -338,11 +344,16 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
             }
             Command::Tick => log.tick(Instant::now()),
             Command::Shutdown(r) => {
+                // What was queued before the request is written; what
+                // races in after it is refused.
+                while write_from_lanes(log, lanes, &mut queued, &mut batch) {}
+                for q in lanes.close() {
+                    let _ = q.reply.send(Err(AppendError::ShuttingDown));
+                }
                 let res =
                     log.append_own(Entry::appliance(60902).with_message("Audit daemon stopped"));
                 log.sync_now();
                 let _ = r.send(res);
-                // Refuse whatever raced in after the shutdown request.
                 rx.close();
                 while let Ok(c) = rx.try_recv() {
                     refuse(c);
@@ -355,16 +366,13 @@ fn writer_loop(log: &mut logfile::LogWriter, mut rx: mpsc::Receiver<Command>) {
 
 fn refuse(c: Command) {
     match c {
-        Command::Append(_, r, _) => {
-            let _ = r.send(Err(AppendError::ShuttingDown));
-        }
         Command::Rotate(r) => {
             let _ = r.send(Err(AppendError::ShuttingDown));
         }
         Command::Reload(_, r) | Command::Shutdown(r) => {
             let _ = r.send(Err(AppendError::ShuttingDown));
         }
-        Command::Tick => {}
+        Command::Tick | Command::Ready => {}
     }
 }
 

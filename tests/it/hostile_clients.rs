@@ -447,3 +447,38 @@ fn a_forgotten_id_is_written_again_and_counted() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ids forgotten"), "{text}");
 }
+
+#[test]
+fn a_continuous_u85_flood_keeps_the_daemon_under_64_mib_and_serves_root() {
+    if !require_root("a_continuous_u85_flood_keeps_the_daemon_under_64_mib_and_serves_root") {
+        return;
+    }
+    let portal = test_user("nxa-t-portal");
+    // The default config apart from the grant and flush (the disk is shared).
+    let d = open_daemon(&format!(
+        "[log]\nflush = \"none\"\n[[clients]]\nuid = {}\ncomponents = [\"Portal\"]\n",
+        portal.0
+    ));
+    let pid = d.pid();
+    // 64 connections each pipelining 40 lines of 64 KiB of U+0085 without
+    // pause: every connection keeps a partial line in its read buffer
+    // while it waits for the writer, for as long as the flood lasts.
+    let mut f = Attacker::spawn(helper(&d, portal, &["flood", "64", "40"]));
+    let mut granted = 0;
+    while !f.exited() {
+        let lines: Vec<String> = (0..10)
+            .map(|i| ev(50000, &format!("\"user\":\"granted-{granted}-{i}\"")))
+            .collect();
+        let replies = d.send(&lines);
+        assert!(
+            replies.iter().all(|r| r.ok),
+            "granted client refused during the flood: {replies:?}"
+        );
+        granted += replies.len();
+    }
+    assert_eq!(f.line().trim(), "done");
+    let peak = rss_kib(pid, "VmHWM:");
+    eprintln!("daemon peak RSS {peak} KiB; {granted} granted events acknowledged");
+    assert!(granted > 0);
+    assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB under the flood");
+}

@@ -1,0 +1,212 @@
+//! Per-uid lanes in front of the writer (SPEC §3 "Limits": no one local
+//! user can deny service to the others).
+//!
+//! Every record waits in its sender's lane, one lane per peer uid, and the
+//! writer builds each group commit from the waiting lanes in turn, by
+//! deficit round robin over escaped-size bytes ([`QUANTUM`] per lane per
+//! turn). A uid that floods the writer with large records therefore only
+//! lengthens its own lane: another uid's records go into the very next
+//! batch instead of waiting behind megabytes, and one large record per turn
+//! does not outweigh many small ones. Within a lane records keep their order, and a
+//! connection's records all share its uid's lane, so nothing is reordered
+//! within a connection.
+//!
+//! Admission is bounded in bytes (after escaping, [`super::escaped_bound`])
+//! twice: a uid holds at most its share of `queue_bytes`
+//! ([`UID_SHARE_DIVISOR`]), and all lanes plus the batch being written at
+//! most `queue_bytes`. The share is taken first, so a uid waiting for room
+//! waits behind its own records, never in front of another uid's.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Ack, AppendError, Reply};
+use crate::record::Entry;
+
+/// A uid may hold this fraction of `queue_bytes` (queued and being written).
+pub(crate) const UID_SHARE_DIVISOR: u32 = 4;
+
+/// A record's share of the byte budgets, released when the batch it is
+/// written in is done.
+pub(crate) struct QueuePermit {
+    global: OwnedSemaphorePermit,
+    _uid: OwnedSemaphorePermit,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl QueuePermit {
+    /// The escaped-size bytes it holds.
+    pub(crate) fn cost(&self) -> usize {
+        self.global.num_permits()
+    }
+}
+
+/// One record waiting for the writer.
+pub(crate) struct Queued {
+    pub(crate) entry: Box<Entry>,
+    pub(crate) reply: Reply<Ack>,
+    pub(crate) permit: QueuePermit,
+}
+
+/// Escaped-size bytes a lane may send per round-robin turn.
+const QUANTUM: usize = 64 << 10;
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Queued>,
+    /// Bytes this lane may still take (deficit round robin).
+    deficit: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_uid: HashMap<u32, Lane>,
+    /// Uids whose lane is not empty, in round-robin order.
+    ready: VecDeque<u32>,
+    closed: bool,
+}
+
+/// The lanes and the byte budgets.
+pub(crate) struct Lanes {
+    inner: Mutex<Inner>,
+    len: AtomicUsize,
+    global: Arc<Semaphore>,
+    /// Records queued or being written, at most `[log] queue`.
+    slots: Arc<Semaphore>,
+    cap: u32,
+    share: u32,
+    shares: Mutex<HashMap<u32, Arc<Semaphore>>>,
+}
+
+impl Lanes {
+    pub(crate) fn new(queue_bytes: u64, queue: usize) -> Lanes {
+        // Semaphore permits are counted in u32 (and tokio caps them lower still).
+        let cap = queue_bytes.min(1 << 30) as u32;
+        Lanes {
+            inner: Mutex::default(),
+            len: AtomicUsize::new(0),
+            global: Arc::new(Semaphore::new(cap as usize)),
+            slots: Arc::new(Semaphore::new(queue.clamp(1, Semaphore::MAX_PERMITS))),
+            cap,
+            share: (cap / UID_SHARE_DIVISOR).max(1),
+            shares: Mutex::default(),
+        }
+    }
+
+    fn share_of(&self, uid: u32) -> Arc<Semaphore> {
+        let mut m = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = m.get(&uid) {
+            return s.clone();
+        }
+        // Forget idle uids so the map stays as small as the set of active ones.
+        let share = self.share as usize;
+        m.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < share);
+        let s = Arc::new(Semaphore::new(share));
+        m.insert(uid, s.clone());
+        s
+    }
+
+    /// Takes `cost` bytes of `uid`'s share, then of the whole budget, then
+    /// one of the `[log] queue` slots, waiting for room (back-pressure). A
+    /// record larger than a share waits for all of it.
+    pub(crate) async fn reserve(&self, uid: u32, cost: u64) -> Result<QueuePermit, AppendError> {
+        let own = self.share_of(uid);
+        let mine = cost.min(u64::from(self.share)).max(1) as u32;
+        let uid_permit = own
+            .acquire_many_owned(mine)
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let all = cost.min(u64::from(self.cap)).max(1) as u32;
+        let global = self
+            .global
+            .clone()
+            .acquire_many_owned(all)
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        Ok(QueuePermit {
+            global,
+            _uid: uid_permit,
+            _slot: slot,
+        })
+    }
+
+    /// Queues `q` in `uid`'s lane; gives it back when the writer has stopped.
+    pub(crate) fn push(&self, uid: u32, q: Queued) -> Result<(), Queued> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.closed {
+            return Err(q);
+        }
+        let lane = g.by_uid.entry(uid).or_default();
+        lane.queue.push_back(q);
+        if lane.queue.len() == 1 {
+            g.ready.push_back(uid);
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Fills `batch` from the waiting lanes by deficit round robin until it
+    /// holds `max` records or `max_bytes` escaped-size bytes. Returns
+    /// whether it took any.
+    pub(crate) fn take(&self, batch: &mut Vec<Queued>, max: usize, max_bytes: usize) -> bool {
+        let before = batch.len();
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bytes: usize = batch.iter().map(|q| q.permit.cost()).sum();
+        let g = &mut *g;
+        while batch.len() < max && bytes < max_bytes {
+            let Some(&uid) = g.ready.front() else { break };
+            let Some(lane) = g.by_uid.get_mut(&uid) else {
+                g.ready.pop_front();
+                continue;
+            };
+            let Some(cost) = lane.queue.front().map(|q| q.permit.cost()) else {
+                g.by_uid.remove(&uid);
+                g.ready.pop_front();
+                continue;
+            };
+            if lane.deficit < cost {
+                // This lane's turn is over: the next one's.
+                lane.deficit += QUANTUM;
+                g.ready.rotate_left(1);
+                continue;
+            }
+            lane.deficit -= cost;
+            if let Some(q) = lane.queue.pop_front() {
+                bytes += cost;
+                batch.push(q);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+            if lane.queue.is_empty() {
+                g.by_uid.remove(&uid);
+                g.ready.pop_front();
+            }
+        }
+        batch.len() > before
+    }
+
+    /// Stops taking records; returns those still waiting.
+    pub(crate) fn close(&self) -> Vec<Queued> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.closed = true;
+        g.ready.clear();
+        self.global.close();
+        self.slots.close();
+        let left: Vec<Queued> = g.by_uid.drain().flat_map(|(_, l)| l.queue).collect();
+        self.len.store(0, Ordering::Relaxed);
+        left
+    }
+}
