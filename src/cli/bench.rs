@@ -66,7 +66,8 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Run an attack instead: hold, slow, nonreader, u85 or ids.
+    /// Run an attack instead: hold, slow, nonreader, u85 or ids (none: the
+    /// same granted load without an attacker, the baseline).
     #[arg(long)]
     pub attack: Option<String>,
     /// The attacker's uid (granted Portal, except for `hold`).
@@ -451,6 +452,9 @@ fn attacker(kind: &str, sock: &Path) -> anyhow::Result<i32> {
     let connect = || UnixStream::connect(sock).context("connect");
     let mut threads = Vec::new();
     match kind {
+        // The same granted load with nobody attacking: the baseline that
+        // the attacks' latencies are compared with in one session.
+        "none" => {}
         "hold" => {
             let mut held = Vec::new();
             for _ in 0..300 {
@@ -526,7 +530,7 @@ fn attacker(kind: &str, sock: &Path) -> anyhow::Result<i32> {
                 w.write_all(line.as_bytes())?;
             }
         }
-        other => bail!("unknown attack {other:?} (hold, slow, nonreader, u85, ids)"),
+        other => bail!("unknown attack {other:?} (none, hold, slow, nonreader, u85, ids)"),
     }
     for t in threads {
         let _ = t.join();
