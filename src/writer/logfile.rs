@@ -176,11 +176,17 @@ fn spawn_id_loader(
                 load_ids(&mut ids, &path, r, &stats);
             }
             ids.rotated();
-            if let Some((path, f, len)) = active {
-                // Only what was on disk at start-up: the writer remembers
-                // what it writes itself once it holds the table.
-                let r = BufReader::with_capacity(1 << 16, f.take(len));
-                load_ids(&mut ids, &path, r, &stats);
+            if let Some((path, mut f, len)) = active {
+                // Only what was on disk at start-up, from its first byte
+                // (recovery moved the offset): the writer remembers what it
+                // writes itself once it holds the table.
+                match f.seek(SeekFrom::Start(0)) {
+                    Ok(_) => {
+                        let r = BufReader::with_capacity(1 << 16, f.take(len));
+                        load_ids(&mut ids, &path, r, &stats);
+                    }
+                    Err(e) => warn!(file = %path.display(), error = %e, "cannot read the active file's ids"),
+                }
             }
             let _ = tx.send(ids);
         });
