@@ -9,11 +9,12 @@ log: target <= 3x).
 
     cargo build --release
     benches/startup_cost.py --records 2900000 --runs 5
+    NXAUDITD=/path/to/other/nxauditd benches/startup_cost.py ...   # another build
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAEMON = os.path.join(ROOT, "target/release/nxauditd")
+DAEMON = os.environ.get("NXAUDITD", os.path.join(ROOT, "target/release/nxauditd"))
 CONF = """[log]
 flush = "{flush}"
 rotate_size = "64MiB"
@@ -83,11 +84,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=2_900_000)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--dir", default=None, help="reuse a filled log set here")
+    ap.add_argument("--dir", default=None, help="use (or fill, if empty) the log set here; kept")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="nxaudit-startup-")
     big = a.dir or os.path.join(work, "big")
-    if not a.dir:
+    if not os.path.isdir(os.path.join(big, "log")):
         fill(big, a.records)
     sizes = sum(os.path.getsize(os.path.join(big, "log", f)) for f in os.listdir(os.path.join(big, "log")))
     print(f"log set: {len(os.listdir(os.path.join(big, 'log')))} files, {sizes / 1e6:.0f} MB on disk")
