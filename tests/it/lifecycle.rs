@@ -427,8 +427,7 @@ fn tail_follows_across_rotations_without_loss_or_repeat() {
 /// A real full disk: a 2 MiB tmpfs under the log dir (root only).
 #[test]
 fn disk_full_refuses_then_recovers_with_60905() {
-    if !is_root() {
-        eprintln!("SKIP disk_full_refuses_then_recovers_with_60905: mounting a tmpfs needs root");
+    if !crate::util::require_root("disk_full_refuses_then_recovers_with_60905") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -210,8 +210,7 @@ fn idle_connection_is_closed() {
 
 #[test]
 fn peer_credentials_are_recorded_and_acl_enforced() {
-    if !is_root() {
-        eprintln!("SKIP peer_credentials_are_recorded_and_acl_enforced: needs root to run a client as another uid");
+    if !crate::util::require_root("peer_credentials_are_recorded_and_acl_enforced") {
         return;
     }
     let d = TestDaemon::start(

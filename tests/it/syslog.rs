@@ -34,6 +34,7 @@ pub(crate) fn rsyslogd_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
+        assert!(!crate::util::must_not_skip(), "rsyslogd is not installed");
         eprintln!("SKIP: rsyslogd is not installed");
     }
     ok
