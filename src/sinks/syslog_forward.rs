@@ -173,7 +173,7 @@ pub fn end_of_log(log_dir: &Path) -> io::Result<u64> {
 /// otherwise.
 pub fn severity(code: u32) -> u8 {
     match code {
-        60002 | 60102 | 60203 | 60905 | 60906 => 5,
+        60002 | 60102 | 60203 | 60905 | 60906 | 60908 => 5,
         _ => 6,
     }
 }

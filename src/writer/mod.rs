@@ -352,7 +352,7 @@ fn writer_loop(
                 }
                 let res =
                     log.append_own(Entry::appliance(60902).with_message("Audit daemon stopped"));
-                log.sync_now();
+                log.close();
                 let _ = r.send(res);
                 rx.close();
                 while let Ok(c) = rx.try_recv() {
