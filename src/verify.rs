@@ -818,7 +818,7 @@ impl Scan<'_> {
         let at = self.line_no;
         self.sum.bytes += raw.len() as u64 + 1;
         let l = light(raw).map_err(|d| Fault::Line(at, d))?;
-        let gap = l.mark.as_ref().and_then(|m| missing_range(m));
+        let gap = l.mark.as_ref().and_then(missing_range);
         let link = Link {
             seq: l.seq,
             ts: l.ts,

@@ -119,6 +119,8 @@ pub struct Results {
     pub syncs: u64,
     /// Seal records (60907) in the log at the end of the run.
     pub seals: u64,
+    /// Writer time spent sealing, microseconds (from the status file).
+    pub seal_us: u64,
 }
 
 /// The disk's own limits, measured in the same directory.
@@ -476,11 +478,29 @@ fn run_one(
     }
     lat.sort_unstable();
     let rss_peak = rss_kib(pid, "VmHWM:");
-    let syncs = std::fs::read(d.base.join("state/status.json"))
+    // The status file is rewritten every second: take one written after
+    // the load ended.
+    let status_path = d.base.join("state/status.json");
+    let ended = std::time::SystemTime::now();
+    let wait = Instant::now();
+    while wait.elapsed() < Duration::from_secs(3)
+        && std::fs::metadata(&status_path)
+            .and_then(|m| m.modified())
+            .map_or(true, |m| m < ended)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::fs::read(&status_path)
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.pointer("/writer/syncs").and_then(|s| s.as_u64()))
-        .unwrap_or(0);
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let stat = |k: &str| {
+        status
+            .as_ref()
+            .and_then(|v| v.pointer(&format!("/writer/{k}")).and_then(|s| s.as_u64()))
+            .unwrap_or(0)
+    };
+    let syncs = stat("syncs");
+    let seal_us = stat("seal_us");
     let n = lat.len() as u64;
     Ok(Results {
         label: label.to_string(),
@@ -496,6 +516,7 @@ fn run_one(
         rss_peak_kib: rss_peak,
         syncs,
         seals: count_seals(&d.base),
+        seal_us,
     })
 }
 
@@ -828,6 +849,18 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             .map(|(off, on)| on.events_per_s / off.events_per_s.max(1e-9))
             .collect();
         let seals: Vec<u64> = pairs.iter().map(|(_, on)| on.seals).collect();
+        // The writer is the bottleneck at saturation: the share of its
+        // time spent sealing bounds what sealing can cost, free of the
+        // run-to-run noise of a shared machine.
+        let share: Vec<f64> = pairs
+            .iter()
+            .map(|(_, on)| 100.0 * on.seal_us as f64 / (on.seconds * 1e6).max(1.0))
+            .collect();
+        println!(
+            "writer time spent sealing, per sealed run: {share:.2?} % of the run ({} us per seal on average)",
+            pairs.iter().map(|(_, on)| on.seal_us).sum::<u64>()
+                / pairs.iter().map(|(_, on)| on.seals).sum::<u64>().max(1)
+        );
         println!(
             "sealing vs none, pair by pair: throughput ratios {tput:.3?} (seals written: {seals:?})"
         );

@@ -107,8 +107,8 @@ pub(crate) struct LogWriter {
     stats: Arc<WriterStats>,
     compressor: super::Compressor,
     sealer: Option<Sealer>,
-    /// The state directory, for the high-water mark.
-    state: Dir,
+    /// Stores the high-water mark in the state directory.
+    marker: super::mark::Marker,
     /// Timestamp the next rendered record must carry (a seal's, fixed
     /// before its MAC is made).
     pin_ts: Option<DateTime<Utc>>,
@@ -442,7 +442,7 @@ impl LogWriter {
             stats,
             compressor,
             sealer,
-            state,
+            marker: super::mark::Marker::start(state),
             pin_ts: None,
         };
         let io_fail = |e: AppendError| OpenError::Io {
@@ -789,6 +789,7 @@ impl LogWriter {
         let Some(s) = self.sealer.as_mut() else {
             return;
         };
+        let started = Instant::now();
         let ts = s.key.seal_time(Utc::now().max(self.last_ts));
         let seq = self.next_seq;
         let fields = s.key.seal(&SealRequest {
@@ -820,7 +821,11 @@ impl LogWriter {
                 if self.dirty {
                     self.sync_now();
                 }
-                self.store_mark();
+                self.post_mark();
+                self.stats.seals.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .seal_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             Err(err) => {
                 warn!(error = %err, "cannot write the seal record");
@@ -831,26 +836,29 @@ impl LogWriter {
         }
     }
 
-    /// Records the last durable seq and `h` as the high-water mark. The
-    /// caller has synced the log.
-    fn store_mark(&mut self) {
-        let m = HighWaterMark {
+    /// The last durable seq and `h`; the caller has synced the log.
+    fn mark(&self) -> Option<HighWaterMark> {
+        (self.next_seq > 1).then(|| HighWaterMark {
             seq: self.next_seq - 1,
             h: self.last_h.clone(),
-        };
-        if m.seq == 0 {
-            return;
-        }
-        if let Err(e) = m.store(&self.state) {
-            warn!(error = %e, "cannot store the high-water mark");
+        })
+    }
+
+    /// Records the high-water mark soon, off the writer thread.
+    fn post_mark(&mut self) {
+        if let Some(m) = self.mark() {
+            self.marker.post(m);
         }
     }
 
-    /// The last steps of a clean stop, after 60902: seal, sync, mark.
+    /// The last steps of a clean stop, after 60902: seal, sync, and the
+    /// mark made durable before returning.
     pub(crate) fn close(&mut self) {
         self.seal_now("shutdown");
         self.sync_now();
-        self.store_mark();
+        if let Some(m) = self.mark() {
+            self.marker.store_now(m);
+        }
     }
 
     /// Rotates: sync, rename the active file, create a new one starting with
@@ -862,7 +870,7 @@ impl LogWriter {
         if self.dirty {
             self.sync_now();
         }
-        self.store_mark();
+        self.post_mark();
         let name = logset::rotated_name(self.file_start, self.file_first_seq);
         let target = self.dir.join(&name);
         let fail = |what: &str, e: io::Error| AppendError::WriteFailed(format!("{what}: {e}"));
@@ -959,6 +967,29 @@ mod tests {
             })
         );
         assert_eq!(w.refused_pending, 2);
+    }
+
+    #[test]
+    fn a_log_cut_below_the_high_water_mark_resumes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.apply_base_dir(dir.path());
+        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        outcomes(&mut w, &["a", "b"]);
+        w.close();
+        let mark = w.next_seq - 1;
+        let active = w.active.clone();
+        drop(w);
+        std::fs::write(&active, "").unwrap();
+        let (w, rec) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        assert_eq!(rec.missing, Some((1, mark)));
+        // 60908, then 60901, both after the mark.
+        assert_eq!(w.next_seq, mark + 3);
+        let text = std::fs::read_to_string(&active).unwrap();
+        let first = record::parse_line(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first.code, seal::MISSING_CODE);
+        assert_eq!(first.seq, mark + 1);
+        assert_eq!(first.field("to"), Some(mark.to_string().as_str()));
     }
 
     #[test]
