@@ -602,10 +602,17 @@ impl SealReport {
     /// or `None` when there is no seal at all. Zero when nothing follows
     /// the last seal (a clean stop).
     pub fn unsealed_for(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
-        let last = self.last.as_ref()?;
-        if self.unsealed_records == 0 {
+        if self.unsealed_records == 0 && self.last.is_some() {
             return Some(chrono::Duration::zero());
         }
+        self.since_last_seal(now)
+    }
+
+    /// Time from the last seal to `now`, whatever follows it: a running
+    /// daemon seals every interval even when idle, so for a live log this
+    /// is what must stay short.
+    pub fn since_last_seal(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let last = self.last.as_ref()?;
         Some((now - last.ts).max(chrono::Duration::zero()))
     }
 }
@@ -1048,6 +1055,12 @@ mod tests {
         log.seal(1002, "interval");
         let r = check_seals(&log.recs, Some(&v)).unwrap();
         assert_eq!(r.unsealed_for(at(5000)), Some(chrono::Duration::zero()));
+        // A live daemon seals every interval: the time since the last seal
+        // counts even when nothing follows it.
+        assert_eq!(
+            r.since_last_seal(at(5000)),
+            Some(chrono::Duration::seconds(3998))
+        );
         log.event(1003);
         let r = check_seals(&log.recs, Some(&v)).unwrap();
         assert_eq!(r.unsealed_records, 1);

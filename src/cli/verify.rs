@@ -152,7 +152,15 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         }
     }
     // How long the log has been unsealed, and whether that is too long.
-    let unsealed = match (&key, rep.seal.unsealed_for(now)) {
+    // A running daemon seals every interval, idle or not: for a live log
+    // the time since the last seal counts, even if nothing follows it (a
+    // tail deleted right after a seal).
+    let measured = if running {
+        rep.seal.since_last_seal(now)
+    } else {
+        rep.seal.unsealed_for(now)
+    };
+    let unsealed = match (&key, measured) {
         (_, Some(d)) => Some(d),
         // No seal at all: unsealed since the key's start.
         (Some(k), None) => Some((now - k.epoch_start(0)).max(chrono::Duration::zero())),
