@@ -547,7 +547,7 @@ impl Config {
                 )));
             }
             for comp in &c.components {
-                if crate::protocol::Component::parse(comp).is_none() {
+                if crate::catalog::Component::parse(comp).is_none() {
                     return Err(bad(format!(
                         "clients[{i}].components: unknown component {comp:?}"
                     )));
@@ -555,7 +555,7 @@ impl Config {
             }
         }
         for comp in &self.forward.components {
-            if crate::protocol::Component::parse(comp).is_none() {
+            if crate::catalog::Component::parse(comp).is_none() {
                 return Err(bad(format!(
                     "forward.components: unknown component {comp:?}"
                 )));

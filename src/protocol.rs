@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::catalog::Component;
+
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -90,68 +92,6 @@ impl Refusal {
             kind,
             detail: detail.into(),
         }
-    }
-}
-
-/// The component an event belongs to, derived from its code range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Component {
-    /// Codes 10001–10999.
-    Engine,
-    /// Codes 20001–21999.
-    Portal,
-    /// Codes 50000–53999.
-    WebConsole,
-    /// Codes 60000–60999, written by the daemon itself.
-    Appliance,
-}
-
-impl Component {
-    /// Every component, in catalog order.
-    pub const ALL: [Component; 4] = [
-        Component::Engine,
-        Component::Portal,
-        Component::WebConsole,
-        Component::Appliance,
-    ];
-
-    /// The component owning `code`, or `None` when the code is outside every range.
-    pub fn of_code(code: u32) -> Option<Component> {
-        match code {
-            10001..=10999 => Some(Component::Engine),
-            20001..=21999 => Some(Component::Portal),
-            50000..=53999 => Some(Component::WebConsole),
-            60000..=60999 => Some(Component::Appliance),
-            _ => None,
-        }
-    }
-
-    /// The name used in config files and on the wire (`WebConsole`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::Engine => "Engine",
-            Component::Portal => "Portal",
-            Component::WebConsole => "WebConsole",
-            Component::Appliance => "Appliance",
-        }
-    }
-
-    /// Parses a component name; `Console` is accepted for the Web Console
-    /// because that is the name Nexthink's log lines use.
-    pub fn parse(s: &str) -> Option<Component> {
-        match s {
-            "Engine" => Some(Component::Engine),
-            "Portal" => Some(Component::Portal),
-            "WebConsole" | "Console" => Some(Component::WebConsole),
-            "Appliance" => Some(Component::Appliance),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -47,8 +47,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
+use crate::catalog::Component;
 use crate::logset::{self, Compression, LogFile};
-use crate::protocol::Component;
 use crate::record::{self, ParsedRecord};
 
 /// Longest line a reader accepts; longer ones are corruption (a record is

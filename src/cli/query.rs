@@ -25,7 +25,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::Context;
-use crate::protocol::Component;
+use crate::catalog::Component;
 use crate::record::{self, ParsedRecord};
 use crate::search::{self, Filter, Search, Window};
 

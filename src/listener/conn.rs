@@ -26,7 +26,8 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::Shared;
-use crate::protocol::{self, Component, ErrorKind, Refusal, Reply, MAX_LINE};
+use crate::catalog::Component;
+use crate::protocol::{self, ErrorKind, Refusal, Reply, MAX_LINE};
 use crate::record::{Entry, Origin};
 use crate::shutdown::Shutdown;
 use crate::writer::{escaped_bound, Ack, AppendError};

@@ -26,8 +26,9 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::catalog::Component;
 use crate::config::{ClientRule, Config};
-use crate::protocol::{Component, ErrorKind, Refusal, Reply};
+use crate::protocol::{ErrorKind, Refusal, Reply};
 use crate::shutdown::Shutdown;
 use crate::writer::WriterHandle;
 
@@ -325,7 +326,7 @@ pub fn bind(cfg: &Config) -> Result<Bound, ListenError> {
     let mode = crate::config::parse_mode(&cfg.listener.mode).unwrap_or(0o660);
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io("set mode of"))?;
-    crate::daemon::set_group(path, &cfg.listener.group);
+    crate::fsutil::set_group_path(path, &cfg.listener.group);
     Ok(Bound {
         listener: l,
         owned: true,

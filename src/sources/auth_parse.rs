@@ -73,20 +73,10 @@ use std::time::{Duration, Instant};
 use crate::config::AuthConfig;
 use crate::record::Entry;
 
-/// SSH logon.
-pub const SSH_LOGON: u32 = 60001;
-/// SSH logon failed.
-pub const SSH_LOGON_FAILED: u32 = 60002;
-/// SSH logoff.
-pub const SSH_LOGOFF: u32 = 60003;
-/// Command run with sudo.
-pub const SUDO_COMMAND: u32 = 60101;
-/// sudo command refused.
-pub const SUDO_REFUSED: u32 = 60102;
-/// Unrecognised or unverified sshd message (raw, with the sender).
-pub const SSH_UNVERIFIED: u32 = 60009;
-/// Unrecognised or unverified sudo message (raw, with the sender).
-pub const SUDO_UNVERIFIED: u32 = 60109;
+pub use crate::catalog::appliance::{
+    SSH_LOGOFF, SSH_LOGON, SSH_LOGON_FAILED, SSH_UNVERIFIED, SUDO_COMMAND, SUDO_REFUSED,
+    SUDO_UNVERIFIED,
+};
 
 /// How many sessions and per-process marks are remembered for deduplication.
 const STATE_CAP: usize = 4096;

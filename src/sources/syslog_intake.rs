@@ -412,7 +412,7 @@ pub fn open_socket(path: &Path, group: &str) -> Result<(UnixDatagram, bool), Int
     pass_credentials(&sock).map_err(io_err("enable SO_PASSCRED on"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(io_err("set mode of"))?;
-    crate::daemon::set_group(path, group);
+    crate::fsutil::set_group_path(path, group);
     // Best effort: a larger queue absorbs bursts (rsyslog blocks meanwhile).
     let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &RCVBUF);
     Ok((sock, false))

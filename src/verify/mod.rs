@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use crate::catalog::appliance;
 use crate::logset::{self, LogFile};
 use crate::record::{self, Chain, GENESIS};
 
@@ -805,7 +806,7 @@ fn light(raw: &[u8]) -> Result<Light<'_>, Defect> {
     let previous_h = if finders().rotation.find(raw).is_some() {
         // Possibly a rotation record: parse it in full to be sure.
         let rec = record::parse_line(line).map_err(|e| malformed(&e.to_string()))?;
-        if rec.code == 60903 {
+        if rec.code == appliance::ROTATED {
             rec.field("previous_h").map(str::to_string)
         } else {
             None
@@ -827,7 +828,7 @@ fn light(raw: &[u8]) -> Result<Light<'_>, Defect> {
 fn full(line: &str) -> Result<Light<'_>, Defect> {
     let rec = record::parse_line(line).map_err(|e| malformed(&e.to_string()))?;
     let h = h_of(&rec.h)?;
-    let previous_h = if rec.code == 60903 {
+    let previous_h = if rec.code == appliance::ROTATED {
         rec.field("previous_h").map(str::to_string)
     } else {
         None

@@ -29,7 +29,8 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use nxaudit::protocol::{self, Component, ErrorKind, Event, MAX_LINE};
+use nxaudit::catalog::Component;
+use nxaudit::protocol::{self, ErrorKind, Event, MAX_LINE};
 use nxaudit::record::ParsedRecord;
 use serde_json::Value;
 
