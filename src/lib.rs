@@ -14,7 +14,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod error;
 pub mod fsutil;
 pub mod listener;
 pub mod logset;
