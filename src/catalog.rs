@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 /// The component an event belongs to, derived from its code range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Component {
     /// Codes 10001–10999.
     Engine,
@@ -72,6 +72,20 @@ impl Component {
             "Appliance" => Some(Component::Appliance),
             _ => None,
         }
+    }
+}
+
+/// Read by name through [`Component::parse`] (so `Console` is accepted
+/// wherever a component is configured), refusing others with the names
+/// that are accepted.
+impl<'de> Deserialize<'de> for Component {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Component, D::Error> {
+        let s = String::deserialize(d)?;
+        Component::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown component {s:?} (Engine, Portal, WebConsole or Appliance)"
+            ))
+        })
     }
 }
 

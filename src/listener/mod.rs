@@ -75,7 +75,7 @@ impl Acl {
                 _ => None,
             };
             if let Some(uid) = uid {
-                let comps = r.components.iter().filter_map(|c| Component::parse(c));
+                let comps = r.components.iter().copied();
                 by_uid.entry(uid).or_default().extend(comps);
             }
         }
@@ -323,7 +323,7 @@ pub fn bind(cfg: &Config) -> Result<Bound, ListenError> {
         std::fs::remove_file(path).map_err(io("remove stale socket"))?;
     }
     let l = UnixListener::bind(path).map_err(io("bind"))?;
-    let mode = crate::config::parse_mode(&cfg.listener.mode).unwrap_or(0o660);
+    let mode = cfg.listener.mode.bits();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io("set mode of"))?;
     crate::fsutil::set_group_path(path, &cfg.listener.group);

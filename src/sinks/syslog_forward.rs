@@ -192,11 +192,7 @@ impl Filter {
     pub fn new(cfg: &ForwardConfig) -> Filter {
         Filter {
             codes: cfg.codes.clone(),
-            components: cfg
-                .components
-                .iter()
-                .filter_map(|c| Component::parse(c))
-                .collect(),
+            components: cfg.components.clone(),
         }
     }
 

@@ -250,7 +250,7 @@ impl LogWriter {
             path: cfg.log.chain_key_file.clone(),
             why: e.to_string(),
         })?;
-        let file_mode = crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640);
+        let file_mode = cfg.log.mode.bits();
         let active = dir.join(logset::ACTIVE);
         let mut recovery = Recovery::default();
         let previous = open_previous(&dir);

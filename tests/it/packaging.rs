@@ -257,7 +257,10 @@ fn units_and_tmpfiles_agree_with_the_config_defaults() {
         unit_value("nxauditd.socket", "SocketGroup"),
         c.listener.group
     );
-    assert_eq!(unit_value("nxauditd.socket", "SocketMode"), c.listener.mode);
+    assert_eq!(
+        unit_value("nxauditd.socket", "SocketMode"),
+        c.listener.mode.to_string()
+    );
     let groups = unit_value("nxauditd.service", "SupplementaryGroups");
     assert!(
         groups.split_whitespace().any(|g| g == c.log.group),
