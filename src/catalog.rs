@@ -95,6 +95,20 @@ impl fmt::Display for Component {
     }
 }
 
+/// Bracket sources that an Engine name may not take (compared
+/// case-insensitively, surrounding white space ignored): an Engine called
+/// `Portal` would write `[Portal|…]` and pass for a Portal record. `Engine`
+/// itself is allowed: it is what an Engine record without a name shows.
+pub const RESERVED_ENGINE_NAMES: [&str; 4] = ["Console", "WebConsole", "Portal", "Appliance"];
+
+/// Whether `name` is one of [`RESERVED_ENGINE_NAMES`].
+pub fn is_reserved_engine_name(name: &str) -> bool {
+    let name = name.trim();
+    RESERVED_ENGINE_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// The codes the daemon writes itself (component `Appliance`), named so
 /// that sources and the writer do not spell numbers.
 pub mod appliance {

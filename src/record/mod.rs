@@ -28,11 +28,12 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog;
 use crate::catalog::Component;
-use crate::protocol::{Details, Event};
 
+pub mod details;
 pub mod escape;
 mod parse;
 
+pub use details::{DetailValue, Details};
 pub use escape::{escape_host, escape_quoted, escape_unquoted, is_invisible, unescape};
 pub use parse::{line_timestamp, parse_json, parse_line, parse_text, ParsedRecord};
 
@@ -41,7 +42,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000";
 
 /// Who submitted an entry: the peer credentials of a socket client, or the
 /// daemon itself for its own sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Origin {
     /// Sender's process id.
     pub pid: u32,
@@ -89,7 +90,7 @@ pub struct Entry {
     /// Who sent it.
     pub origin: Origin,
     /// Source-specific fields written after the event's own, in order.
-    /// Keys must satisfy [`crate::protocol::valid_detail_key`].
+    /// Keys must satisfy [`details::valid_detail_key`].
     pub fields: Vec<(String, String)>,
 }
 
@@ -108,24 +109,6 @@ impl Entry {
             details: Details::default(),
             id: None,
             origin: Origin::daemon(),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Builds an entry from a validated socket event.
-    pub fn from_event(ev: Event, component: Component, origin: Origin) -> Entry {
-        Entry {
-            code: ev.code,
-            component,
-            user: ev.user,
-            client: ev.client,
-            engine: ev.engine,
-            description: ev.description,
-            time: ev.time,
-            message: ev.message,
-            details: ev.details,
-            id: ev.id,
-            origin,
             fields: Vec::new(),
         }
     }
@@ -273,7 +256,7 @@ pub fn source_of(e: &Entry) -> String {
         Component::Engine => e
             .engine
             .clone()
-            .filter(|s| !s.is_empty() && !crate::protocol::is_reserved_engine_name(s))
+            .filter(|s| !s.is_empty() && !crate::catalog::is_reserved_engine_name(s))
             .unwrap_or_else(|| "Engine".into()),
         Component::Appliance => "Appliance".into(),
     }
