@@ -424,25 +424,78 @@ pub fn text_body(e: &Entry, st: &Stamp<'_>, out: &mut String) {
 /// is included; [`seal`] inserts `h` before it.
 pub fn json_body(e: &Entry, st: &Stamp<'_>) -> String {
     let r = render(e);
-    let mut m = Map::new();
-    m.insert("ts".into(), Value::String(format_ts(st.ts)));
-    m.insert("host".into(), Value::String(st.host.to_string()));
-    m.insert("source".into(), Value::String(r.source));
-    m.insert("category".into(), Value::String(r.category));
-    m.insert("code".into(), Value::from(e.code));
-    m.insert("account".into(), Value::String(r.account));
-    m.insert("text".into(), Value::String(r.text));
-    m.insert("seq".into(), Value::from(st.seq));
-    m.insert("pid".into(), Value::from(e.origin.pid));
-    m.insert("uid".into(), Value::from(e.origin.uid));
-    m.insert("gid".into(), Value::from(e.origin.gid));
-    let mut fields = Map::new();
-    for (k, v) in trailer_fields(e) {
-        fields.insert(k, Value::String(v));
-    }
-    m.insert("fields".into(), Value::Object(fields));
+    let fields = trailer_fields(e);
+    let view = JsonView {
+        ts: st.ts,
+        host: st.host,
+        source: &r.source,
+        category: &r.category,
+        code: e.code,
+        account: &r.account,
+        text: &r.text,
+        seq: st.seq,
+        origin: e.origin,
+        fields: &fields,
+        h: None,
+    };
     // serde_json escapes every control character, so no newline can appear.
-    json_escape_more(&Value::Object(m).to_string())
+    json_escape_more(&Value::Object(view.to_map()).to_string())
+}
+
+/// The JSON layout of a record, in one place: what the writer renders
+/// (without `h`, the chain input) and what `nxaudit query --json` prints
+/// of a parsed line (with `h`) share member names and order.
+pub struct JsonView<'a> {
+    /// Writer timestamp.
+    pub ts: DateTime<Utc>,
+    /// Host name.
+    pub host: &'a str,
+    /// Bracket source.
+    pub source: &'a str,
+    /// Category.
+    pub category: &'a str,
+    /// Audit code.
+    pub code: u32,
+    /// Account.
+    pub account: &'a str,
+    /// Text.
+    pub text: &'a str,
+    /// Sequence number.
+    pub seq: u64,
+    /// Sender credentials.
+    pub origin: Origin,
+    /// Trailer fields, in order.
+    pub fields: &'a [(String, String)],
+    /// Chain value, when the record has one already.
+    pub h: Option<&'a str>,
+}
+
+impl JsonView<'_> {
+    /// The record as a JSON object.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("ts".into(), Value::String(format_ts(self.ts)));
+        m.insert("host".into(), Value::String(self.host.to_string()));
+        m.insert("source".into(), Value::String(self.source.to_string()));
+        m.insert("category".into(), Value::String(self.category.to_string()));
+        m.insert("code".into(), Value::from(self.code));
+        m.insert("account".into(), Value::String(self.account.to_string()));
+        m.insert("text".into(), Value::String(self.text.to_string()));
+        m.insert("seq".into(), Value::from(self.seq));
+        m.insert("pid".into(), Value::from(self.origin.pid));
+        m.insert("uid".into(), Value::from(self.origin.uid));
+        m.insert("gid".into(), Value::from(self.origin.gid));
+        let fields: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        m.insert("fields".into(), Value::Object(fields));
+        if let Some(h) = self.h {
+            m.insert("h".into(), Value::String(h.to_string()));
+        }
+        m
+    }
 }
 
 /// Rewrites `|`, `[`, `]`, DEL and invisible characters of serialized JSON as
@@ -541,6 +594,28 @@ mod tests {
         assert_eq!(p.h, h);
         assert_eq!(p.field("unit"), Some("nxengine@a.service"));
         assert_eq!(line_timestamp(&line), Some(stamp().ts));
+    }
+
+    #[test]
+    fn parsed_record_prints_the_layout_it_was_written_in() {
+        let e = entry()
+            .with_user("x")
+            .with_message("a|b")
+            .field("unit", "u");
+        let body = json_body(&e, &stamp());
+        let h = Chain::sha256().next(GENESIS, &body);
+        let line = seal(Format::Json, &body, &h);
+        let written: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parse_json(&line).unwrap().to_json(), written);
+        // A text line of the same entry prints the same object.
+        let mut text = String::new();
+        text_body(&e, &stamp(), &mut text);
+        let th = Chain::sha256().next(GENESIS, &text);
+        let mut from_text = parse_text(&seal(Format::Text, &text, &th))
+            .unwrap()
+            .to_json();
+        from_text["h"] = Value::String(h.clone());
+        assert_eq!(from_text, written);
     }
 
     #[test]

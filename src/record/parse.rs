@@ -50,6 +50,31 @@ impl ParsedRecord {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The record as a JSON object, in the layout of the JSON log format
+    /// (see [`super::JsonView`]).
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            super::JsonView {
+                ts: self.ts,
+                host: &self.host,
+                source: &self.source,
+                category: &self.category,
+                code: self.code,
+                account: &self.account,
+                text: &self.text,
+                seq: self.seq,
+                origin: super::Origin {
+                    pid: self.pid,
+                    uid: self.uid,
+                    gid: self.gid,
+                },
+                fields: &self.fields,
+                h: Some(&self.h),
+            }
+            .to_map(),
+        )
+    }
+
     /// The component, from the code range.
     pub fn component(&self) -> Option<Component> {
         Component::of_code(self.code)
