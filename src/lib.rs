@@ -19,6 +19,7 @@ pub mod listener;
 pub mod logset;
 pub mod protocol;
 pub mod record;
+pub mod sdsocket;
 pub mod search;
 pub mod shutdown;
 pub mod sinks;
