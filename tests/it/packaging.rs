@@ -309,7 +309,7 @@ fn shipped_config_parses_and_documents_the_defaults() {
     assert_eq!(
         cfg, expected,
         "packaging/nxauditd.toml must state the built-in defaults, except [forward] \
-         target and [auth] source (a changed default in src/config.rs must be changed there too)"
+         target and [auth] source (a changed default in src/config/mod.rs must be changed there too)"
     );
     // The rsyslog drop-in listens where the shipped config forwards, and
     // the optional intake file sends sshd/sudo where the intake (and
