@@ -38,11 +38,11 @@ use crate::fsutil::{self, Dir, Durability};
 use crate::record::ParsedRecord;
 
 /// Code of a seal record.
-pub const SEAL_CODE: u32 = 60907;
+pub const SEAL_CODE: u32 = crate::catalog::appliance::SEALED;
 /// Code of the record naming records missing at start-up.
-pub const MISSING_CODE: u32 = 60908;
+pub const MISSING_CODE: u32 = crate::catalog::appliance::RECORDS_MISSING;
 /// Code of the daemon's start record.
-pub const START_CODE: u32 = 60901;
+pub const START_CODE: u32 = crate::catalog::appliance::DAEMON_STARTED;
 
 const EPOCH_LABEL: &[u8] = b"nxaudit seal epoch v1";
 const SUB_LABEL: &[u8] = b"nxaudit seal sub v1";
