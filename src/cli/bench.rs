@@ -11,6 +11,14 @@
 //! (and compress) while it is measured; `--compare-rotation` runs both in
 //! one invocation and prints the p99 ratio.
 //!
+//! `--vs-rsyslog` measures the throughput of rsyslog's default file
+//! output (no fsync) in the same run: a private `rsyslogd` receives the
+//! same number of same-size messages from the same number of clients on its
+//! own Unix socket, and is timed until its file holds every line; daemon
+//! and rsyslog runs alternate (`--pairs`) and the median of the per-pair
+//! ratios is reported. With `--rate`, the raw group commit and the daemon
+//! alternate the same way and the p99 ratio is the median of the pairs'.
+//!
 //! `--attack KIND` runs a hostile client as another uid (`--attack-uid`,
 //! default `nobody`) against a daemon with the default limits, and reports
 //! the daemon's peak RSS and a granted client's ack latency meanwhile:
@@ -57,9 +65,13 @@ pub struct Args {
     /// Run without and with rotation every 5 MiB, in pairs, and compare p99.
     #[arg(long)]
     pub compare_rotation: bool,
-    /// Pairs of runs for --compare-rotation.
+    /// Pairs of runs for --compare-rotation, --vs-rsyslog and --rate.
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
+    /// Compare throughput with a private rsyslogd (default file output, no
+    /// fsync) receiving the same messages, in alternating runs.
+    #[arg(long)]
+    pub vs_rsyslog: bool,
     /// Directory for the temp dir (the disk being measured).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -187,6 +199,187 @@ fn raw_group_commit(dir: &Path, rate: f64, n: u64, size: usize) -> anyhow::Resul
         p99_us: pct(&lat, 0.99),
         p999_us: pct(&lat, 0.999),
     })
+}
+
+/// One run of the rsyslog baseline.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RsyslogRun {
+    /// Messages found in rsyslog's file.
+    pub messages: u64,
+    /// From the first send until the file held every message.
+    pub seconds: f64,
+    /// Messages per second.
+    pub per_s: f64,
+}
+
+/// A private rsyslogd: its own config, socket and file in `dir`, stopped
+/// (and `dir` removed) on drop.
+struct Rsyslogd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Rsyslogd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The whole rsyslog configuration: no system socket, one private
+/// `imuxsock` input (rate limiting off, so no message is dropped) and one
+/// `omfile` action with rsyslog's defaults, i.e. buffered, never synced.
+fn rsyslog_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "global(workDirectory=\"{d}/work\")\n\
+         module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+         input(type=\"imuxsock\" Socket=\"{d}/log.sock\" RateLimit.Interval=\"0\")\n\
+         action(type=\"omfile\" file=\"{d}/messages.log\")\n"
+    )
+}
+
+fn start_rsyslogd(parent: &Path, label: &str) -> anyhow::Result<Rsyslogd> {
+    let dir = parent.join(format!(
+        "nxaudit-bench-{}-rsyslog-{label}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("work"))
+        .with_context(|| format!("create {}", dir.display()))?;
+    let conf = dir.join("rsyslogd.conf");
+    std::fs::write(&conf, rsyslog_conf(&dir)).context("write the rsyslog config")?;
+    let stderr = std::fs::File::create(dir.join("rsyslogd.stderr"))?;
+    let child = Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("start rsyslogd (is rsyslog installed?)")?;
+    let mut r = Rsyslogd { child, dir };
+    let t = Instant::now();
+    while !r.dir.join("log.sock").exists() {
+        if let Ok(Some(st)) = r.child.try_wait() {
+            let err = std::fs::read_to_string(r.dir.join("rsyslogd.stderr")).unwrap_or_default();
+            bail!("rsyslogd exited ({st}): {err}");
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("rsyslogd did not create its socket in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(r)
+}
+
+/// Lines in `path` so far, counting on from `(offset, lines)`.
+fn count_lines(path: &Path, at: &mut (u64, u64)) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(at.0))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(at.1);
+        }
+        at.0 += n as u64;
+        at.1 += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+}
+
+/// Sends the run's messages to a fresh private rsyslogd from `clients`
+/// threads and times it until its file holds all of them.
+fn rsyslog_run(args: &Args, parent: &Path, label: &str) -> anyhow::Result<RsyslogRun> {
+    use std::os::unix::net::UnixDatagram;
+    let r = start_rsyslogd(parent, label)?;
+    let sock = r.dir.join("log.sock");
+    let out = r.dir.join("messages.log");
+    let clients = args.clients.max(1);
+    let per = args.events / clients as u64;
+    let total = per * clients as u64;
+    let t = Instant::now();
+    let sent: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                let sock = &sock;
+                s.spawn(move || -> anyhow::Result<()> {
+                    let u = UnixDatagram::unbound()?;
+                    u.connect(sock).context("connect to rsyslogd")?;
+                    for i in 0..per {
+                        // The same payload as the daemon's event line.
+                        let msg = format!("<14>nxbench: {}", event_line(args.size, c, i));
+                        loop {
+                            match u.send(msg.trim_end().as_bytes()) {
+                                Ok(_) => break,
+                                // The receive queue is full: rsyslog is behind.
+                                Err(e)
+                                    if e.raw_os_error() == Some(libc::ENOBUFS)
+                                        || e.kind() == std::io::ErrorKind::WouldBlock =>
+                                {
+                                    std::thread::sleep(Duration::from_micros(200));
+                                }
+                                Err(e) => return Err(e).context("send to rsyslogd"),
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+            })
+            .collect()
+    });
+    for r in sent {
+        r?;
+    }
+    let mut at = (0, 0);
+    let mut last_growth = Instant::now();
+    loop {
+        let before = at.1;
+        let n = count_lines(&out, &mut at).context("read rsyslog's file")?;
+        if n >= total {
+            break;
+        }
+        if n > before {
+            last_growth = Instant::now();
+        } else if last_growth.elapsed() > Duration::from_secs(30) {
+            bail!("rsyslog's file holds {n} of {total} messages and stopped growing");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    drop(r);
+    Ok(RsyslogRun {
+        messages: at.1,
+        seconds: secs,
+        per_s: at.1 as f64 / secs,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn measure_disk(dir: &Path) -> anyhow::Result<Disk> {
@@ -447,6 +640,30 @@ fn run_one(
     })
 }
 
+/// Write + fdatasync latencies in `dir`, one every 5 ms until `stop`.
+fn sync_probe(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> Vec<u32> {
+    let p = dir.join("disk-probe-sync");
+    let mut lat = Vec::new();
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+    else {
+        return lat;
+    };
+    let line = [b'x'; 200];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        if f.write_all(&line).and_then(|_| f.sync_data()).is_err() {
+            break;
+        }
+        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_file(&p);
+    lat
+}
+
 /// The attacker process: runs KIND against `sock` until killed.
 fn attacker(kind: &str, sock: &Path) -> anyhow::Result<i32> {
     let connect = || UnixStream::connect(sock).context("connect");
@@ -573,20 +790,32 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
     // The granted client: 8 clients, 200 events/s each, for attack_secs.
     let per_s = 200u64;
     let n = per_s * args.attack_secs.max(1);
+    // The disk itself meanwhile: one write + fdatasync every 5 ms in the
+    // same directory. A granted event is durable only after a sync, so
+    // this is the floor its latency stands on while the attacker (and
+    // anything else on the machine) keeps the disk busy.
+    let probe_stop = std::sync::atomic::AtomicBool::new(false);
+    let mut probe: Vec<u32> = Vec::new();
     let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
+        let probe_h = s.spawn(|| sync_probe(&d.base, &probe_stop));
         let hs: Vec<_> = (0..8)
             .map(|c| {
                 let sock = &sock;
                 s.spawn(move || client(sock, c, n, 200, 1, Some(per_s as f64)))
             })
             .collect();
-        hs.into_iter()
+        let r = hs
+            .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
             })
-            .collect()
+            .collect();
+        probe_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        probe = probe_h.join().unwrap_or_default();
+        r
     });
+    probe.sort_unstable();
     let peak = rss_kib(pid, "VmHWM:");
     let _ = att.kill();
     let _ = att.wait();
@@ -606,6 +835,8 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
         "granted_p50_us": pct(&lat, 0.5),
         "granted_p99_us": pct(&lat, 0.99),
         "granted_max_us": pct(&lat, 1.0),
+        "disk_sync_p50_us": pct(&probe, 0.5),
+        "disk_sync_p99_us": pct(&probe, 0.99),
     });
     if args.json {
         println!("{out}");
@@ -613,6 +844,11 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
         println!(
             "attack {kind}: daemon peak RSS {} KiB; granted client: {} events, {} refused, ack p50 {} us, p99 {} us, max {} us",
             peak, lat.len(), refused, pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0)
+        );
+        println!(
+            "  disk meanwhile: write + fdatasync p50 {} us, p99 {} us",
+            pct(&probe, 0.5),
+            pct(&probe, 0.99)
         );
     }
     Ok(0)
@@ -628,17 +864,37 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         return run_attack(args, kind, &parent);
     }
     let disk = measure_disk(&parent)?;
-    let raw = match args.rate {
-        Some(rate) => Some(raw_group_commit(
-            &parent,
-            rate as f64,
-            args.events,
-            args.size,
-        )?),
-        None => None,
-    };
+    let mut raws = Vec::new();
+    let mut rsyslog = Vec::new();
     let mut runs = Vec::new();
-    if args.compare_rotation {
+    if let (Some(rate), false) = (args.rate, args.compare_rotation) {
+        // Raw group commit and daemon in pairs, so a disk stall or a busy
+        // neighbour hits one pair, not one side.
+        for pair in 0..args.pairs.max(1) {
+            raws.push(raw_group_commit(
+                &parent,
+                rate as f64,
+                args.events,
+                args.size,
+            )?);
+            runs.push(run_one(
+                args,
+                &parent,
+                &format!("run#{pair}"),
+                args.rotate_size.as_deref(),
+            )?);
+        }
+    } else if args.vs_rsyslog {
+        for pair in 0..args.pairs.max(1) {
+            runs.push(run_one(
+                args,
+                &parent,
+                &format!("nxauditd#{pair}"),
+                args.rotate_size.as_deref(),
+            )?);
+            rsyslog.push(rsyslog_run(args, &parent, &pair.to_string())?);
+        }
+    } else if args.compare_rotation {
         // A B A B: pairs measured side by side, so drift and the disk's
         // occasional stalls hit both sides alike.
         for pair in 0..args.pairs.max(1) {
@@ -661,7 +917,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": disk, "raw_group_commit": raw, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
+            serde_json::json!({"disk": disk, "raw_group_commit": raws, "rsyslog": rsyslog, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
         );
         return Ok(0);
     }
@@ -695,19 +951,42 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             r.p99_us as f64 / disk.fsync_p99_us.max(1.0)
         );
     }
-    if let Some(raw) = &raw {
-        println!(
-            "raw group commit on this disk at the same offered load: p50 {} us, p99 {} us, p999 {} us",
-            raw.p50_us, raw.p99_us, raw.p999_us
-        );
-        for r in &runs {
+    if !raws.is_empty() {
+        let mut p99 = Vec::new();
+        for (raw, r) in raws.iter().zip(&runs) {
+            println!(
+                "raw group commit on this disk at the same offered load: p50 {} us, p99 {} us, p999 {} us",
+                raw.p50_us, raw.p99_us, raw.p999_us
+            );
+            let ratio = r.p99_us as f64 / raw.p99_us.max(1) as f64;
             println!(
                 "  {}: ack p99 = {:.2}x the raw group-commit p99; p50 = {:.2}x",
                 r.label,
-                r.p99_us as f64 / raw.p99_us.max(1) as f64,
+                ratio,
                 r.p50_us as f64 / raw.p50_us.max(1) as f64
             );
+            p99.push(ratio);
         }
+        println!(
+            "ack p99 vs raw group commit, pair by pair: {:.2?}; median ratio {:.2}",
+            p99,
+            median(p99.clone())
+        );
+    }
+    if !rsyslog.is_empty() {
+        let mut ratios = Vec::new();
+        for (rs, r) in rsyslog.iter().zip(&runs) {
+            println!(
+                "rsyslog (private rsyslogd, imuxsock, omfile defaults: no fsync): {} messages in {:.2} s: {:.0} messages/s",
+                rs.messages, rs.seconds, rs.per_s
+            );
+            ratios.push(r.events_per_s / rs.per_s.max(1e-9));
+        }
+        println!(
+            "throughput vs rsyslog, pair by pair: {:.2?}; median ratio {:.2}",
+            ratios,
+            median(ratios.clone())
+        );
     }
     if args.compare_rotation {
         let mut ratios: Vec<f64> = runs

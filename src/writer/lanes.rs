@@ -291,7 +291,11 @@ mod tests {
         }
         let mut batch = Vec::new();
         assert!(lanes.take(&mut batch, 4096, now));
-        assert_eq!(batch_bytes(&batch), SOLO_BATCH_BYTES, "one uid: the large bound");
+        assert_eq!(
+            batch_bytes(&batch),
+            SOLO_BATCH_BYTES,
+            "one uid: the large bound"
+        );
         batch.clear();
         // A second uid's record arrives while the first one's wait: from
         // now on batches are small, also once the second uid is served.
