@@ -123,6 +123,9 @@ pub struct Results {
     pub rss_peak_kib: u64,
     /// Group commits done by the daemon.
     pub syncs: u64,
+    /// CPU time the daemon used (user + system) per acknowledged event,
+    /// microseconds: unlike wall time, hardly moved by a busy machine.
+    pub cpu_us_per_event: f64,
 }
 
 /// The disk's own limits, measured in the same directory.
@@ -413,6 +416,22 @@ fn measure_disk(dir: &Path) -> anyhow::Result<Disk> {
     })
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    let ticks = 100.0;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 14th and 15th of the whole line.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |t| t / ticks)
+}
+
 fn rss_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -618,6 +637,7 @@ fn run_one(
     }
     lat.sort_unstable();
     let rss_peak = rss_kib(pid, "VmHWM:");
+    let cpu = cpu_secs(pid);
     let syncs = std::fs::read(d.base.join("state/status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -637,6 +657,7 @@ fn run_one(
         rss_idle_kib: rss_idle,
         rss_peak_kib: rss_peak,
         syncs,
+        cpu_us_per_event: cpu * 1e6 / n.max(1) as f64,
     })
 }
 
@@ -817,6 +838,7 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
     });
     probe.sort_unstable();
     let peak = rss_kib(pid, "VmHWM:");
+    let cpu = cpu_secs(pid);
     let _ = att.kill();
     let _ = att.wait();
     let mut lat = Vec::new();
@@ -835,6 +857,7 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
         "granted_p50_us": pct(&lat, 0.5),
         "granted_p99_us": pct(&lat, 0.99),
         "granted_max_us": pct(&lat, 1.0),
+        "daemon_cpu_s": cpu,
         "disk_sync_p50_us": pct(&probe, 0.5),
         "disk_sync_p99_us": pct(&probe, 0.99),
     });
@@ -940,8 +963,8 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             r.syncs
         );
         println!(
-            "  ack latency p50 {} us, p99 {} us, p999 {} us; RSS idle {} KiB, peak {} KiB",
-            r.p50_us, r.p99_us, r.p999_us, r.rss_idle_kib, r.rss_peak_kib
+            "  ack latency p50 {} us, p99 {} us, p999 {} us; RSS idle {} KiB, peak {} KiB; daemon CPU {:.1} us/event",
+            r.p50_us, r.p99_us, r.p999_us, r.rss_idle_kib, r.rss_peak_kib, r.cpu_us_per_event
         );
         println!(
             "  ratios: {:.1}% of sequential write rate; {:.1}x the single-fsync rate; p99 = {:.2}x the median fdatasync, {:.2}x the p99 fdatasync",
