@@ -26,6 +26,10 @@
 //! sending one byte a second), `nonreader` (64 connections that never read
 //! replies), `u85` (64 connections pipelining 64 KiB lines of U+0085, each
 //! escaped to 8 bytes), `ids` (one connection sending distinct ids).
+//! Several kinds may be given (`--attack u85,ids`); every round
+//! (`--pairs`) runs them and `none` (no attacker) in turn and the summary
+//! gives each attack's p99 against the same round's no-attack p99, and the
+//! disk's own write + fdatasync latency measured during each run.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -65,7 +69,8 @@ pub struct Args {
     /// Run without and with rotation every 5 MiB, in pairs, and compare p99.
     #[arg(long)]
     pub compare_rotation: bool,
-    /// Pairs of runs for --compare-rotation, --vs-rsyslog and --rate.
+    /// Pairs (rounds) of runs for --compare-rotation, --vs-rsyslog, --rate
+    /// and --attack.
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
     /// Compare throughput with a private rsyslogd (default file output, no
@@ -78,8 +83,9 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Run an attack instead: hold, slow, nonreader, u85 or ids (none: the
-    /// same granted load without an attacker, the baseline).
+    /// Run attacks instead, comma-separated: hold, slow, nonreader, u85,
+    /// ids; each round (`--pairs`) also runs `none`, the same granted load
+    /// without an attacker, as the baseline.
     #[arg(long)]
     pub attack: Option<String>,
     /// The attacker's uid (granted Portal, except for `hold`).
@@ -778,7 +784,7 @@ fn attacker(kind: &str, sock: &Path) -> anyhow::Result<i32> {
 
 /// `--attack KIND`: a daemon with the default limits, the attacker as
 /// another uid, and a granted client (this process, root) measured meanwhile.
-fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
+fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<AttackRun> {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let grant = if kind == "hold" {
@@ -874,6 +880,65 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
             pct(&probe, 0.99)
         );
     }
+    Ok(AttackRun {
+        p50_us: pct(&lat, 0.5),
+        p99_us: pct(&lat, 0.99),
+        peak_rss_kib: peak,
+    })
+}
+
+/// What one attack run reports to the summary.
+struct AttackRun {
+    p50_us: u64,
+    p99_us: u64,
+    peak_rss_kib: u64,
+}
+
+/// `--attack A,B,…`: the runs alternate with a run without attacker
+/// (`none`) `--pairs` times, so each attack's p99 is compared with the
+/// no-attack p99 of the same round on the same (noisy) machine.
+fn run_attacks(args: &Args, list: &str, parent: &Path) -> anyhow::Result<i32> {
+    let mut kinds: Vec<&str> = vec!["none"];
+    kinds.extend(
+        list.split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && *k != "none"),
+    );
+    let mut runs: Vec<Vec<AttackRun>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.pairs.max(1) {
+        for (i, kind) in kinds.iter().enumerate() {
+            runs[i].push(run_attack(args, kind, parent)?);
+        }
+    }
+    let med = |v: Vec<f64>| median(v);
+    let mut summary = Vec::new();
+    for (kind, rs) in kinds.iter().zip(&runs) {
+        let ratios: Vec<f64> = rs
+            .iter()
+            .zip(&runs[0])
+            .map(|(r, none)| r.p99_us as f64 / none.p99_us.max(1) as f64)
+            .collect();
+        let p50 = med(rs.iter().map(|r| r.p50_us as f64).collect());
+        let p99 = med(rs.iter().map(|r| r.p99_us as f64).collect());
+        let peak = rs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+        if args.json {
+            summary.push(serde_json::json!({
+                "attack": kind, "runs": rs.len(), "granted_p50_us_median": p50,
+                "granted_p99_us_median": p99, "p99_vs_none": ratios,
+                "p99_vs_none_median": med(ratios.clone()), "peak_rss_kib_max": peak,
+            }));
+        } else {
+            println!(
+                "summary {kind}: {} runs; granted ack p50 median {p50:.0} us, p99 median {p99:.0} us; p99 / same round's no-attack p99 {:.2?}, median {:.2}; daemon peak RSS max {peak} KiB",
+                rs.len(),
+                ratios,
+                med(ratios.clone())
+            );
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "summary": summary }));
+    }
     Ok(0)
 }
 
@@ -883,8 +948,8 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         return attacker(kind, sock);
     }
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    if let Some(kind) = &args.attack {
-        return run_attack(args, kind, &parent);
+    if let Some(list) = &args.attack {
+        return run_attacks(args, list, &parent);
     }
     let disk = measure_disk(&parent)?;
     let mut raws = Vec::new();

@@ -2,6 +2,7 @@
 //! lines. Tiny numbers, no timing asserted (the figures themselves are
 //! measured by hand and reported in README).
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::syslog::rsyslogd_available;
@@ -84,4 +85,45 @@ fn bench_rate_pairs_the_raw_group_commit_with_the_daemon() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn bench_attack_rounds_compare_with_no_attack() {
+    if !crate::util::require_root("bench_attack_rounds_compare_with_no_attack") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(cli_bin())
+        .args([
+            "bench",
+            "--attack",
+            "hold",
+            "--attack-secs",
+            "1",
+            "--pairs",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run nxaudit bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for kind in ["none", "hold"] {
+        assert!(
+            text.contains(&format!("attack {kind}: daemon peak RSS")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("summary {kind}: 1 runs"))
+                    && l.contains("no-attack p99")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("disk meanwhile: write + fdatasync"), "{text}");
 }
