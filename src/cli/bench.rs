@@ -241,14 +241,16 @@ impl Drop for Rsyslogd {
 
 /// The whole rsyslog configuration: no system socket, one private
 /// `imuxsock` input (rate limiting off, so no message is dropped) and one
-/// `omfile` action with rsyslog's defaults, i.e. buffered, never synced.
+/// `omfile` action with rsyslog's defaults, i.e. buffered, never synced,
+/// taking only the bench's messages (so rsyslog's own notices are not
+/// counted).
 fn rsyslog_conf(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "global(workDirectory=\"{d}/work\")\n\
          module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
          input(type=\"imuxsock\" Socket=\"{d}/log.sock\" RateLimit.Interval=\"0\")\n\
-         action(type=\"omfile\" file=\"{d}/messages.log\")\n"
+         if $programname == \"nxbench\" then action(type=\"omfile\" file=\"{d}/messages.log\")\n"
     )
 }
 
