@@ -17,7 +17,10 @@
 //! own Unix socket, and is timed until its file holds every line; daemon
 //! and rsyslog runs alternate (`--pairs`) and the median of the per-pair
 //! ratios is reported. With `--rate`, the raw group commit and the daemon
-//! alternate the same way and the p99 ratio is the median of the pairs'.
+//! alternate the same way and the p99 ratio is the median of the pairs';
+//! `--raw-alongside` runs the two of a pair at the same time instead, so
+//! that the disk's stalls (tens to hundreds of ms on shared disks, and
+//! what decides a p99) fall on both.
 //!
 //! `--attack KIND` runs a hostile client as another uid (`--attack-uid`,
 //! default `nobody`) against a daemon with the default limits, and reports
@@ -77,6 +80,11 @@ pub struct Args {
     /// fsync) receiving the same messages, in alternating runs.
     #[arg(long)]
     pub vs_rsyslog: bool,
+    /// With --rate: run the raw group commit at the same time as the
+    /// daemon (each at the offered load, on the same disk) rather than
+    /// before it, so a disk stall hits both sides of a pair.
+    #[arg(long)]
+    pub raw_alongside: bool,
     /// Directory for the temp dir (the disk being measured).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -961,18 +969,29 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         // Raw group commit and daemon in pairs, so a disk stall or a busy
         // neighbour hits one pair, not one side.
         for pair in 0..args.pairs.max(1) {
-            raws.push(raw_group_commit(
-                &parent,
-                rate as f64,
-                args.events,
-                args.size,
-            )?);
-            runs.push(run_one(
-                args,
-                &parent,
-                &format!("run#{pair}"),
-                args.rotate_size.as_deref(),
-            )?);
+            let label = format!("run#{pair}");
+            if args.raw_alongside {
+                let (raw, run) = std::thread::scope(|s| {
+                    let raw =
+                        s.spawn(|| raw_group_commit(&parent, rate as f64, args.events, args.size));
+                    let run = run_one(args, &parent, &label, args.rotate_size.as_deref());
+                    (
+                        raw.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("raw group commit panicked"))),
+                        run,
+                    )
+                });
+                raws.push(raw?);
+                runs.push(run?);
+            } else {
+                raws.push(raw_group_commit(
+                    &parent,
+                    rate as f64,
+                    args.events,
+                    args.size,
+                )?);
+                runs.push(run_one(args, &parent, &label, args.rotate_size.as_deref())?);
+            }
         }
     } else if args.vs_rsyslog {
         for pair in 0..args.pairs.max(1) {

@@ -52,6 +52,12 @@ fn bench_vs_rsyslog_prints_the_ratio() {
 
 #[test]
 fn bench_rate_pairs_the_raw_group_commit_with_the_daemon() {
+    for alongside in [false, true] {
+        rate_pairs(alongside);
+    }
+}
+
+fn rate_pairs(alongside: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(cli_bin())
         .args([
@@ -65,6 +71,7 @@ fn bench_rate_pairs_the_raw_group_commit_with_the_daemon() {
         ])
         .args(["--pairs", "2", "--dir"])
         .arg(dir.path())
+        .args(alongside.then_some("--raw-alongside"))
         .output()
         .expect("run nxaudit bench");
     let text = String::from_utf8_lossy(&out.stdout);
