@@ -100,6 +100,8 @@ fn bench_attack_rounds_compare_with_no_attack() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
+    // The attacker runs as nobody and must reach the daemon's socket.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let out = Command::new(cli_bin())
         .args([
             "bench",
