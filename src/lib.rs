@@ -20,6 +20,7 @@ pub mod listener;
 pub mod logset;
 pub mod protocol;
 pub mod record;
+pub mod replica;
 pub mod search;
 pub mod shutdown;
 pub mod sinks;

@@ -19,6 +19,17 @@ pub struct Args {
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+    /// Verify a collector's copy (one file of forwarded record lines)
+    /// instead of the log directory.
+    #[arg(long, value_name = "PATH")]
+    pub replica: Option<std::path::PathBuf>,
+    /// With --replica: compare the copy with this appliance log directory.
+    #[arg(long, value_name = "DIR", requires = "replica")]
+    pub against: Option<std::path::PathBuf>,
+    /// With --replica: the appliance's chain key file (default: the
+    /// configured `[log] chain_key_file`).
+    #[arg(long, value_name = "FILE", requires = "replica")]
+    pub chain_key: Option<std::path::PathBuf>,
 }
 
 /// Loads the chain function of a config.
@@ -73,6 +84,13 @@ fn bar() -> Option<Bar> {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    if let Some(path) = &args.replica {
+        let key = args
+            .chain_key
+            .as_deref()
+            .unwrap_or(&ctx.config.log.chain_key_file);
+        return super::replica::run(path, args.against.as_deref(), key, args.json);
+    }
     let chain = chain_of(&ctx.config)?;
     let dir = &ctx.config.log_dir;
     let bar = bar();
