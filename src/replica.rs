@@ -688,7 +688,7 @@ mod tests {
         for seq in 1..=n {
             let e = Entry::appliance(60001)
                 .with_user("nexthink")
-                .with_message(&format!("logon {seq}"));
+                .with_message(format!("logon {seq}"));
             let st = Stamp {
                 ts: Utc.timestamp_opt(1_700_000_000 + seq as i64, 0).unwrap(),
                 host: "appliance1",

@@ -30,7 +30,7 @@ pub fn run(
         },
         None => None,
     };
-    let ok = rep.ok() && cmp.as_ref().is_none_or(|(_, c)| c.ok());
+    let ok = rep.ok() && cmp.as_ref().map_or(true, |(_, c)| c.ok());
     if json {
         let mut v = serde_json::json!({ "ok": ok, "replica": rep });
         if let Some((dir, c)) = &cmp {
