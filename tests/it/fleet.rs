@@ -632,3 +632,231 @@ fn replica_catches_a_rewritten_appliance_log() {
     let (_, text) = verify_text(&a, &r, &a.daemon.log_dir());
     eprintln!("truncated and restarted:\n{text}");
 }
+
+/// Follows a collector file, noting when each seq first appears.
+struct Arrivals {
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>,
+    stop: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Arrivals {
+    fn follow(path: PathBuf) -> Arrivals {
+        use std::io::Read;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (s2, st2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut file = None;
+            let mut pending = Vec::new();
+            let mut buf = vec![0u8; 1 << 20];
+            while !st2.load(Ordering::Relaxed) {
+                if file.is_none() {
+                    file = std::fs::File::open(&path).ok();
+                }
+                let n = file.as_mut().map_or(0, |f| f.read(&mut buf).unwrap_or(0));
+                if n == 0 {
+                    std::thread::sleep(Duration::from_micros(500));
+                    continue;
+                }
+                let now = Instant::now();
+                pending.extend_from_slice(&buf[..n]);
+                let mut m = s2.lock().expect("lock");
+                while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    if let Ok(r) = record::parse_line(String::from_utf8_lossy(&line).trim_end()) {
+                        m.entry(r.seq).or_insert(now);
+                    }
+                }
+            }
+        });
+        Arrivals {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn has(&self, seq: u64) -> bool {
+        self.seen.lock().expect("lock").contains_key(&seq)
+    }
+
+    fn at(&self, seq: u64) -> Option<Instant> {
+        self.seen.lock().expect("lock").get(&seq).copied()
+    }
+}
+
+impl Drop for Arrivals {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Saturating load: `conns` connections each sending `per_conn` events in
+/// pipelined batches of 200. Returns the elapsed time.
+fn saturate(d: &TestDaemon, conns: usize, per_conn: usize) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..conns {
+            s.spawn(move || {
+                let mut left = per_conn;
+                while left > 0 {
+                    let n = left.min(200);
+                    let lines: Vec<String> = (0..n)
+                        .map(|i| ev(20206, &format!("\"user\":\"bench{c}\",\"message\":\"bench event {i} of connection {c}\"")))
+                        .collect();
+                    for r in d.send(&lines) {
+                        assert!(r.ok, "{r:?}");
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Benchmark (not a timed test; run by `benches/fleet.sh` on a release
+/// build): records/s from the appliance's log to the collector's file with
+/// one and with three appliances, against the rate the daemon alone
+/// appends the same load in the same run; and the time from an event's
+/// acknowledgement to its line in the collector's file (p50/p99) at a
+/// paced load.
+#[test]
+#[ignore]
+fn bench_fleet() {
+    if !fleet_available() {
+        return;
+    }
+    let events: usize = std::env::var("NXAUDIT_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    let conns = 4;
+    let per_conn = events / conns;
+    let base = tempfile::Builder::new()
+        .prefix("nxaudit-fleet-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let pki = Pki::new(&base.path().join("pki"));
+
+    // Baseline: the daemon alone, no forwarding, same load.
+    let alone = TestDaemon::start_in(&base.path().join("alone"), "");
+    let t = saturate(&alone, conns, per_conn);
+    let baseline = (conns * per_conn) as f64 / t.as_secs_f64();
+    drop(alone);
+    println!("BENCH baseline daemon alone: {baseline:.0} records/s appended ({} events, {conns} connections)", conns * per_conn);
+
+    let (_coll, port) = collector(&base.path().join("collector"), &pki);
+    let out = base.path().join("collector/out");
+    for n in [1usize, 3] {
+        let apps: Vec<Appliance> = (0..n)
+            .map(|i| appliance(base.path(), &pki, &format!("b{n}x{i}"), port))
+            .collect();
+        let firsts: Vec<u64> = apps.iter().map(last_seq).collect();
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for a in &apps {
+                s.spawn(move || saturate(&a.daemon, conns, per_conn));
+            }
+        });
+        let appended = start.elapsed();
+        for a in &apps {
+            let last = last_seq(a);
+            let r = out.join(format!("{}.log", a.name));
+            wait_for("collector complete", Duration::from_secs(600), || {
+                replica_seqs_tail_has(&r, last)
+            });
+        }
+        let total = start.elapsed();
+        let recs: u64 = apps.iter().zip(&firsts).map(|(a, f)| last_seq(a) - f).sum();
+        let rate = recs as f64 / total.as_secs_f64();
+        println!(
+            "BENCH {n} appliance(s): {recs} records log->collector in {:.2} s = {rate:.0} records/s ({:.2}x the baseline); appended in {:.2} s ({:.0} records/s)",
+            total.as_secs_f64(),
+            rate / baseline,
+            appended.as_secs_f64(),
+            recs as f64 / appended.as_secs_f64()
+        );
+        for a in &apps {
+            let (code, v) =
+                verify_replica(a, &out.join(format!("{}.log", a.name)), &a.daemon.log_dir());
+            assert_eq!(code, 0, "{v:#}");
+        }
+    }
+
+    // Latency: one event at a time, paced, ack -> line in the collector file.
+    let a = appliance(base.path(), &pki, "lat", port);
+    let arrivals = Arrivals::follow(out.join("lat.log"));
+    let n_lat: usize = 2000;
+    let mut acks = Vec::with_capacity(n_lat);
+    let mut conn = BufReader::new(a.daemon.connect());
+    let paced = Instant::now();
+    for i in 0..n_lat {
+        use std::io::{BufRead as _, Write as _};
+        let line = ev(
+            20206,
+            &format!("\"user\":\"lat\",\"message\":\"latency probe {i}\""),
+        );
+        conn.get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write");
+        let mut reply = String::new();
+        conn.read_line(&mut reply).expect("reply");
+        let now = Instant::now();
+        let r: nxaudit::protocol::Reply = serde_json::from_str(&reply).expect("reply json");
+        acks.push((r.seq.expect("seq"), now));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let offered = n_lat as f64 / paced.elapsed().as_secs_f64();
+    let last = acks.last().map(|a| a.0).expect("acks");
+    wait_for(
+        "latency probes at the collector",
+        Duration::from_secs(120),
+        || arrivals.has(last),
+    );
+    let mut lat: Vec<Duration> = acks
+        .iter()
+        .filter_map(|(s, t)| arrivals.at(*s).map(|a| a.saturating_duration_since(*t)))
+        .collect();
+    lat.sort();
+    println!(
+        "BENCH ack -> collector file ({} events, one at a time, {offered:.0} events/s): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}
+
+/// Whether the collector file's last complete lines include `seq` (reads
+/// only the end of the file: cheap enough to poll on a large copy).
+fn replica_seqs_tail_has(path: &Path, seq: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(256 << 10);
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_err() {
+        return false;
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .filter_map(|l| record::parse_line(l).ok())
+        .any(|r| r.seq == seq)
+}
