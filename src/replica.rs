@@ -59,13 +59,24 @@ pub enum ReplicaError {
     },
 }
 
-/// A record of the copy: where it is and what it says.
+/// What is kept of a record of the copy: where it is, a digest of its
+/// line (for duplicates and the comparison) and what the next record's
+/// checks need. About 100 bytes a record, whatever the line's length.
 #[derive(Debug, Clone)]
 struct Held {
     /// 1-based line number of its first copy.
     line_no: u64,
-    /// The line, without its newline.
-    line: String,
+    /// SHA-256 of the line.
+    digest: [u8; 32],
+    /// Its `h`.
+    h: String,
+    /// Writer time.
+    ts: chrono::DateTime<chrono::Utc>,
+}
+
+fn digest(line: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(line.as_bytes()).into()
 }
 
 /// One thing wrong with the copy by itself.
@@ -201,9 +212,9 @@ impl ReplicaReport {
         self.defect_count == 0
     }
 
-    /// The copy's line for `seq` (its first copy), if it holds one.
-    pub fn line(&self, seq: u64) -> Option<&str> {
-        self.held.get(&seq).map(|h| h.line.as_str())
+    /// Whether the copy holds `seq`.
+    pub fn holds(&self, seq: u64) -> bool {
+        self.held.contains_key(&seq)
     }
 }
 
@@ -249,6 +260,7 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
     let mut rd = BufReader::with_capacity(1 << 16, file);
     let mut f = Findings::default();
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (u64, record::ParsedRecord)> = BTreeMap::new();
     let (mut lines, mut duplicates, mut out_of_order, mut differing) = (0u64, 0u64, 0u64, 0u64);
     let mut max_seen = 0u64;
     let mut tail = 0u64;
@@ -277,8 +289,8 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
                 continue;
             }
         };
-        let seq = match record::parse_line(&line) {
-            Ok(r) => r.seq,
+        let rec = match record::parse_line(&line) {
+            Ok(r) => r,
             Err(e) => {
                 f.push(ReplicaDefect::Malformed {
                     line_no: lines,
@@ -287,13 +299,16 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
                 continue;
             }
         };
+        let seq = rec.seq;
         if seq < max_seen {
             out_of_order += 1;
         }
         max_seen = max_seen.max(seq);
-        match held.get(&seq) {
-            Some(first) if first.line == line => duplicates += 1,
-            Some(first) => {
+        let d = digest(&line);
+        if let Some(first) = held.get(&seq) {
+            if first.digest == d {
+                duplicates += 1;
+            } else {
                 differing += 1;
                 f.push(ReplicaDefect::DifferingDuplicate {
                     seq,
@@ -301,75 +316,59 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
                     line_no: lines,
                 });
             }
+            continue;
+        }
+        // The chain is checked as soon as a record and its predecessor are
+        // both here, in whatever order they arrived; a record whose
+        // predecessor has not arrived (yet) waits in `pending`.
+        match seq.checked_sub(1).and_then(|p| held.get(&p)) {
+            Some(prev) => check_pair(chain, prev, &rec, lines, &mut f),
             None => {
-                held.insert(
-                    seq,
-                    Held {
-                        line_no: lines,
-                        line,
-                    },
-                );
+                pending.insert(seq, (lines, rec.clone()));
             }
         }
+        let this = Held {
+            line_no: lines,
+            digest: d,
+            h: rec.h,
+            ts: rec.ts,
+        };
+        if let Some((n, next)) = pending.remove(&(seq + 1)) {
+            check_pair(chain, &this, &next, n, &mut f);
+        }
+        held.insert(seq, this);
     }
     if held.is_empty() && f.count == 0 {
         return Err(ReplicaError::Empty(path.to_path_buf()));
     }
 
-    // The chain, in seq order.
+    // Gaps, and what the first record rests on.
     let mut missing = 0u64;
-    let mut prev: Option<(u64, record::ParsedRecord)> = None;
-    let mut anchor = ReplicaAnchor::Genesis;
-    for (&seq, h) in &held {
-        // Parsed before; cannot fail now.
-        let Ok(rec) = record::parse_line(&h.line) else {
-            continue;
-        };
-        match &prev {
-            None => {
-                if seq == 1 {
-                    check_h(chain, GENESIS, &rec, h.line_no, &mut f);
-                } else {
-                    anchor = ReplicaAnchor::FirstRecord { seq };
-                    // A rotation record notes the h it follows: it must at
-                    // least agree with itself.
-                    if let Some(named) = rec.field("previous_h").filter(|_| rec.code == 60903) {
-                        check_h(chain, named, &rec, h.line_no, &mut f);
-                    }
-                }
-            }
-            Some((pseq, p)) => {
-                if seq != pseq + 1 {
-                    missing += seq - pseq - 1;
-                    f.push(ReplicaDefect::Gap {
-                        from: pseq + 1,
-                        to: seq - 1,
-                    });
-                } else {
-                    check_h(chain, &p.h, &rec, h.line_no, &mut f);
-                    if rec.code == 60903 {
-                        if let Some(named) = rec.field("previous_h") {
-                            if named != p.h {
-                                f.push(ReplicaDefect::RotationMismatch {
-                                    seq,
-                                    line_no: h.line_no,
-                                    named: named.to_string(),
-                                    actual: p.h.clone(),
-                                });
-                            }
-                        }
-                    }
-                }
-                if rec.ts < p.ts {
-                    f.push(ReplicaDefect::TimeBack {
-                        seq,
-                        ts: record::format_ts(rec.ts),
-                        prev: record::format_ts(p.ts),
-                    });
-                }
+    let mut prev_seq: Option<u64> = None;
+    for &seq in held.keys() {
+        if let Some(p) = prev_seq {
+            if seq != p + 1 {
+                missing += seq - p - 1;
+                f.push(ReplicaDefect::Gap {
+                    from: p + 1,
+                    to: seq - 1,
+                });
             }
         }
-        prev = Some((seq, rec));
+        prev_seq = Some(seq);
+    }
+    let mut anchor = ReplicaAnchor::Genesis;
+    if let Some((&seq, (n, rec))) = pending.iter().next() {
+        if seq == 1 {
+            check_h(chain, GENESIS, rec, *n, &mut f);
+        } else {
+            anchor = ReplicaAnchor::FirstRecord { seq };
+            // A rotation record notes the h it follows: it must at least
+            // agree with itself.
+            if let Some(named) = rec.field("previous_h").filter(|_| rec.code == 60903) {
+                check_h(chain, named, rec, *n, &mut f);
+            }
+        }
     }
     let first_seq = held.keys().next().copied().unwrap_or(0);
     let last_seq = held.keys().next_back().copied().unwrap_or(0);
@@ -387,9 +386,44 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
         defects: f.listed,
         unverified_tail: tail,
         anchor,
-        head_h: prev.map(|(_, r)| r.h).unwrap_or_default(),
+        head_h: held
+            .values()
+            .next_back()
+            .map(|h| h.h.clone())
+            .unwrap_or_default(),
         held,
     })
+}
+
+/// Checks record `rec` (at `line_no`) against its predecessor `prev`: the
+/// chain, a rotation record's `previous_h`, and time order.
+fn check_pair(
+    chain: &Chain,
+    prev: &Held,
+    rec: &record::ParsedRecord,
+    line_no: u64,
+    f: &mut Findings,
+) {
+    check_h(chain, &prev.h, rec, line_no, f);
+    if rec.code == 60903 {
+        if let Some(named) = rec.field("previous_h") {
+            if named != prev.h {
+                f.push(ReplicaDefect::RotationMismatch {
+                    seq: rec.seq,
+                    line_no,
+                    named: named.to_string(),
+                    actual: prev.h.clone(),
+                });
+            }
+        }
+    }
+    if rec.ts < prev.ts {
+        f.push(ReplicaDefect::TimeBack {
+            seq: rec.seq,
+            ts: record::format_ts(rec.ts),
+            prev: record::format_ts(prev.ts),
+        });
+    }
 }
 
 fn check_h(
@@ -603,7 +637,7 @@ pub fn compare_with_log(rep: &ReplicaReport, dir: &Path) -> Result<Comparison, R
             };
             local_seqs.push(rec.seq);
             if let Some(h) = rep.held.get(&rec.seq) {
-                if h.line == l {
+                if h.digest == digest(&l) {
                     c.identical += 1;
                 } else {
                     c.differing += 1;
@@ -743,6 +777,35 @@ mod tests {
     }
 
     #[test]
+    fn records_arriving_before_their_predecessor_are_chained() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.log");
+        let l = log(6);
+        let order =
+            |ix: &[usize], l: &[String]| ix.iter().map(|i| l[*i].clone()).collect::<Vec<_>>();
+        write(&p, &order(&[0, 1, 3, 2, 5, 4], &l));
+        let rep = verify_replica(&p, &Chain::sha256()).unwrap();
+        assert!(rep.ok(), "{:?}", rep.defects);
+        assert_eq!((rep.records, rep.out_of_order), (6, 2));
+        let mut bad = l.clone();
+        bad[3] = bad[3].replace("logon 4", "logon 5");
+        write(&p, &order(&[0, 1, 3, 2, 5, 4], &bad));
+        let rep = verify_replica(&p, &Chain::sha256()).unwrap();
+        assert!(
+            matches!(
+                rep.defects[..],
+                [ReplicaDefect::ChainBroken {
+                    seq: 4,
+                    line_no: 3,
+                    ..
+                }]
+            ),
+            "{:?}",
+            rep.defects
+        );
+    }
+
+    #[test]
     fn gaps_edits_and_keys_are_caught() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("r.log");
@@ -761,12 +824,12 @@ mod tests {
             .defects
             .iter()
             .any(|d| matches!(d, ReplicaDefect::ChainBroken { seq: 21, .. })));
-        // The wrong key breaks the chain from the first checked record.
+        // The wrong key breaks the chain at every record.
         write(&p, &l);
         let rep = verify_replica(&p, &Chain::hmac(b"k".to_vec())).unwrap();
         assert!(matches!(
             rep.defects[0],
-            ReplicaDefect::ChainBroken { seq: 1, .. }
+            ReplicaDefect::ChainBroken { seq: 2, .. }
         ));
         assert_eq!(rep.defect_count, 30);
         assert_eq!(rep.defects.len(), LISTED);
