@@ -273,6 +273,12 @@ pub(crate) fn collector(dir: &Path, pki: &Pki) -> (Rsyslog, u16) {
 /// `<dir>/forward.sock`, out over RELP/TLS to the collector's `port`.
 pub(crate) fn appliance_rsyslog(dir: &Path, pki: &Pki, name: &str, port: u16) -> Rsyslog {
     pki.issue(name, &format!("{name}.appliances.fleet.test"));
+    appliance_rsyslog_with(dir, pki, name, port)
+}
+
+/// [`appliance_rsyslog`] with the certificate `<cert>.pem`/`<cert>.key`
+/// already in the PKI directory.
+fn appliance_rsyslog_with(dir: &Path, pki: &Pki, name: &str, port: u16) -> Rsyslog {
     let forwarded = FORWARDED.replace(
         "/run/nxaudit/rsyslog.sock",
         &dir.join("forward.sock").display().to_string(),
@@ -870,4 +876,50 @@ fn replica_seqs_tail_has(path: &Path, seq: u64) -> bool {
         .lines()
         .filter_map(|l| record::parse_line(l).ok())
         .any(|r| r.seq == seq)
+}
+
+/// The collector takes only appliances whose client certificate its CA
+/// signed: a self-signed certificate with a permitted name gets nothing in.
+#[test]
+fn collector_refuses_an_appliance_certificate_it_did_not_sign() {
+    if !fleet_available() {
+        return;
+    }
+    let base = tempfile::Builder::new()
+        .prefix("nxaudit-fleet-")
+        .tempdir()
+        .expect("temp dir");
+    let pki = Pki::new(&base.path().join("pki"));
+    let (coll, port) = collector(&base.path().join("collector"), &pki);
+    pki.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "rogue.key",
+        "-out",
+        "rogue.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rogue.appliances.fleet.test",
+        "-addext",
+        "subjectAltName=DNS:rogue.appliances.fleet.test",
+    ]);
+    let rogue = appliance_rsyslog_with(&base.path().join("rogue"), &pki, "rogue", port);
+    let msg = "<86>1 2026-11-25T15:08:39.123456Z rogue nxauditd 1 60001 [nxaudit@32473 seq=\"1\"] 2026-11-25T15:08:39.123456Z rogue [Appliance|SSH|60001|nexthink] SSH logon | seq=1 h=00";
+    let s = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    s.send_to(msg.as_bytes(), rogue.dir.join("forward.sock"))
+        .expect("send");
+    wait_for("the collector refusing the handshake", T, || {
+        coll.stderr().contains("authentication error")
+    });
+    assert!(
+        !base.path().join("collector/out/rogue.log").exists(),
+        "a rogue appliance's record reached the collector"
+    );
 }
