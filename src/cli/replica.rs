@@ -1,4 +1,4 @@
-//! `nxaudit verify --replica PATH [--against DIR]`: runs [`crate::replica`]
+//! `nxaudit verify --replica PATH [--against DIR]`: runs [`crate::verify::replica`]
 //! over a collector's copy (and the appliance's log set) and prints the
 //! verdict. Exit 0 when it verifies (and matches); 1 when it does not; 2
 //! when it could not be verified (missing, empty, unreadable).
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::record::Chain;
-use crate::replica::{self, Comparison, ReplicaReport};
+use crate::verify::replica::{self, Comparison, ReplicaReport};
 
 /// Runs the check; returns the exit code.
 pub fn run(

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::Context;
-use crate::protocol::Component;
+use crate::catalog::Component;
 use crate::record;
 
 /// Arguments of `nxaudit tail`.

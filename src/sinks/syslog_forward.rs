@@ -71,9 +71,9 @@ use serde_json::json;
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
+use crate::catalog::Component;
 use crate::config::{FlushPolicy, ForwardConfig};
 use crate::logset::{self, LogFile};
-use crate::protocol::Component;
 use crate::record::{escape_unquoted, format_ts, parse_line, seal, Format, ParsedRecord};
 use crate::sources::SourceContext;
 use crate::status::Registry;
@@ -206,11 +206,7 @@ impl Filter {
     pub fn new(cfg: &ForwardConfig) -> Filter {
         Filter {
             codes: cfg.codes.clone(),
-            components: cfg
-                .components
-                .iter()
-                .filter_map(|c| Component::parse(c))
-                .collect(),
+            components: cfg.components.clone(),
         }
     }
 
