@@ -37,13 +37,24 @@
 //!   the rsyslog drop-in forwards only sshd/sudo to the intake: no loop.
 //! - Format: `<PRI>1 TS HOST nxauditd PID CODE [nxaudit@32473 seq="…"
 //!   code="…" component="…" source="…" category="…" account="…" pid="…"
-//!   uid="…" gid="…" <fields…> h="…"] text`, facility authpriv, severity
-//!   notice for failures and refusals, info otherwise. 32473 is the example
-//!   enterprise number of RFC 5424 (Nexthink has no registered one here);
-//!   SD-PARAM values are escaped per RFC 5424 (`"`, `\`, `]`), control
-//!   characters in values and text as in the log (`\n`, `\xNN`). Messages
-//!   are kept under 8000 bytes (rsyslog's default maxMessageSize is 8096):
-//!   long values and text are cut and `truncated="true"` added.
+//!   uid="…" gid="…" <fields…> h="…"] LINE`, facility authpriv, severity
+//!   notice for failures and refusals, info otherwise. LINE (MSG) is the
+//!   complete record line as it stands in the audit log, trailer and `h=`
+//!   included: a template or SIEM that shows only the message still shows
+//!   source, code, account and fields, and a collector that writes `%msg%`
+//!   alone holds a copy that verifies like the log (`nxaudit verify
+//!   --replica`). 32473 is the example enterprise number of RFC 5424
+//!   (Nexthink has no registered one here); SD-PARAM values are escaped per
+//!   RFC 5424 (`"`, `\`, `]`), control characters in values as in the log
+//!   (`\n`, `\xNN`).
+//! - Size: messages are at most [`MAX_MESSAGE`] bytes; the shipped rsyslog
+//!   drop-ins raise rsyslog's `maxMessageSize` (default 8 KiB) to 256 KiB so
+//!   that rsyslog does not cut them. A message over the limit sheds long
+//!   structured-data values first (`truncated="true"`), never the line. Only
+//!   if the kernel refuses the datagram (EMSGSIZE, beyond the socket's send
+//!   buffer) even then is the line cut: that record is sent marked
+//!   `truncated="true"`, counted in status (`lines_cut`) and logged, and a
+//!   replica shows it as differing from the log.
 //! - rsyslog parses RFC 5424 on a Unix socket only with imuxsock's special
 //!   parser off; `packaging/rsyslog/30-nxaudit.conf` opens such a socket
 //!   (`/run/nxaudit/rsyslog.sock`) for `[forward] target`.
@@ -63,7 +74,7 @@ use tracing::{info, warn};
 use crate::catalog::Component;
 use crate::config::{FlushPolicy, ForwardConfig};
 use crate::logset::{self, LogFile};
-use crate::record::{escape_unquoted, format_ts, parse_line, ParsedRecord};
+use crate::record::{escape_unquoted, format_ts, parse_line, seal, Format, ParsedRecord};
 use crate::sources::SourceContext;
 use crate::status::Registry;
 
@@ -77,8 +88,11 @@ pub const APP_NAME: &str = "nxauditd";
 pub const SD_ID: &str = "nxaudit@32473";
 /// Facility `authpriv`.
 pub const FACILITY: u8 = 10;
-/// Largest message sent, in bytes.
-pub const MAX_MESSAGE: usize = 8000;
+/// Largest message sent, in bytes: room for the longest record line (an
+/// event line is at most 64 KiB before escaping) within the default Unix
+/// socket send buffer, and under the 256 KiB `maxMessageSize` the shipped
+/// rsyslog drop-ins set.
+pub const MAX_MESSAGE: usize = 200 * 1024;
 
 /// Records read per batch from the log.
 const BATCH: usize = 256;
@@ -289,9 +303,25 @@ fn structured_data(rec: &ParsedRecord, cap: Option<usize>, truncated: bool) -> S
     sd
 }
 
-/// Formats a record as an RFC 5424 message of at most `limit` bytes
-/// (not less than the header and fixed parameters need).
-pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> Vec<u8> {
+/// The record's line exactly as it stands in the audit log (text or JSON),
+/// rebuilt from the chain input and `h` the parser split it into.
+pub fn record_line(rec: &ParsedRecord) -> String {
+    let format = if rec.body.starts_with('{') {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    seal(format, &rec.body, &rec.h)
+}
+
+/// Formats a record as an RFC 5424 message of at most `limit` bytes (not
+/// less than the header and fixed parameters need). MSG is the complete
+/// record line ([`record_line`]); to fit, the structured data's long values
+/// are cut first (`truncated="true"`). Only when the header, the fixed
+/// parameters and the whole line still exceed `limit` is the line itself
+/// cut; the second value returned says so, for the caller to count and
+/// report it.
+pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> (Vec<u8>, bool) {
     let pri = FACILITY * 8 + severity(rec.code);
     let header = format!(
         "<{pri}>1 {} {} {APP_NAME} {procid} {} ",
@@ -299,27 +329,27 @@ pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> Vec<u8> 
         header_token(&rec.host, 255),
         rec.code
     );
-    let mut text = String::with_capacity(rec.text.len());
-    escape_unquoted(&rec.text, &mut text);
+    let mut line = record_line(rec);
     let mut sd = structured_data(rec, None, false);
-    if header.len() + sd.len() + 1 + text.len() > limit {
-        for cap in [None, Some(256), Some(32)] {
+    let mut line_cut = false;
+    if header.len() + sd.len() + 1 + line.len() > limit {
+        for cap in [Some(256), Some(32), Some(0)] {
             sd = structured_data(rec, cap, true);
-            if header.len() + sd.len() + 1 < limit {
+            if header.len() + sd.len() + 1 + line.len() <= limit {
                 break;
             }
         }
         let room = limit.saturating_sub(header.len() + sd.len() + 1);
-        let t = cut(&text, room).to_string();
-        text = t;
+        if line.len() > room {
+            line_cut = true;
+            line = cut(&line, room).to_string();
+        }
     }
     let mut out = header;
     out.push_str(&sd);
-    if !text.is_empty() {
-        out.push(' ');
-        out.push_str(&text);
-    }
-    out.into_bytes()
+    out.push(' ');
+    out.push_str(&line);
+    (out.into_bytes(), line_cut)
 }
 
 /// What one read of the log gave.
@@ -664,6 +694,8 @@ struct Status {
     position: u64,
     malformed: u64,
     gaps: u64,
+    /// Records whose line had to be cut to fit a datagram.
+    lines_cut: u64,
 }
 
 impl Status {
@@ -683,6 +715,7 @@ impl Status {
                 "last_error": self.last_error,
                 "malformed_lines": self.malformed,
                 "gaps": self.gaps,
+                "lines_cut": self.lines_cut,
             }),
         );
     }
@@ -710,6 +743,7 @@ pub async fn run(mut ctx: SourceContext) {
         position: 0,
         malformed: 0,
         gaps: 0,
+        lines_cut: 0,
     };
     let mut delivery = Delivery::new(cfg.forward.target.clone());
     st.publish(&delivery);
@@ -832,7 +866,7 @@ pub async fn run(mut ctx: SourceContext) {
                 continue;
             }
             let mut limit = MAX_MESSAGE;
-            let mut msg = format_rfc5424(&rec, procid, limit);
+            let (mut msg, mut line_cut) = format_rfc5424(&rec, procid, limit);
             let mut backoff = Duration::from_millis(100);
             loop {
                 let r = tokio::select! {
@@ -849,9 +883,11 @@ pub async fn run(mut ctx: SourceContext) {
                 };
                 match r {
                     Ok(()) => break,
+                    // The kernel refuses a datagram this large (socket send
+                    // buffer): smaller, shedding structured data first.
                     Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && limit > 512 => {
                         limit /= 2;
-                        msg = format_rfc5424(&rec, procid, limit);
+                        (msg, line_cut) = format_rfc5424(&rec, procid, limit);
                     }
                     Err(e) => {
                         if st.state != "waiting for target" {
@@ -870,6 +906,10 @@ pub async fn run(mut ctx: SourceContext) {
             }
             if st.state == "waiting for target" {
                 info!(seq = rec.seq, "forwarder: target reachable again");
+            }
+            if line_cut {
+                st.lines_cut += 1;
+                warn!(seq = rec.seq, bytes = msg.len(), "forwarder: record line too long for one datagram; sent cut, marked truncated=\"true\"");
             }
             st.state = "forwarding";
             st.forwarded += 1;
@@ -939,7 +979,7 @@ async fn save_if_due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{seal, text_body, Chain, Entry, Format, Stamp, GENESIS};
+    use crate::record::{text_body, Chain, Entry, Stamp, GENESIS};
     use crate::sources::syslog_msg;
     use chrono::{DateTime, Utc};
     use std::io::Write;
@@ -972,7 +1012,8 @@ mod tests {
     #[test]
     fn rfc5424_roundtrip() {
         let r = rec(42);
-        let m = format_rfc5424(&r, 99, MAX_MESSAGE);
+        let (m, cut) = format_rfc5424(&r, 99, MAX_MESSAGE);
+        assert!(!cut);
         let p = syslog_msg::parse(&m).unwrap();
         assert!(p.wellformed, "{}", String::from_utf8_lossy(&m));
         assert_eq!((p.facility, p.severity), (10, 6));
@@ -989,22 +1030,62 @@ mod tests {
         assert_eq!(sd.param("h"), Some(r.h.as_str()));
         // Quotes and \ survive; the newline and ] arrive escaped as in the log.
         assert_eq!(sd.param("command"), Some("echo \"a\\x5d b\\c\"\\nnext"));
-        assert_eq!(p.message, "SSH logon");
+        // MSG is the record line, byte for byte.
+        assert_eq!(p.message, line(42, 60001, "SSH logon"));
+        assert!(p.message.ends_with(&format!(" h={}", r.h)));
         assert_eq!(severity(60002), 5);
     }
 
     #[test]
-    fn long_records_are_cut_but_keep_seq() {
+    fn json_records_are_forwarded_as_their_line() {
+        let mut e = Entry::appliance(60001).with_user("nexthink");
+        e = e.field("port", "22");
+        let st = Stamp {
+            ts: Utc::now(),
+            host: "appliance1",
+            seq: 5,
+        };
+        let body = crate::record::json_body(&e, &st);
+        let l = seal(Format::Json, &body, &Chain::sha256().next(GENESIS, &body));
+        let r = parse_line(&l).unwrap();
+        assert_eq!(record_line(&r), l);
+        let (m, _) = format_rfc5424(&r, 1, MAX_MESSAGE);
+        assert_eq!(syslog_msg::parse(&m).unwrap().message, l);
+    }
+
+    #[test]
+    fn long_records_shed_structured_data_not_the_line() {
         let big = "é".repeat(20_000);
-        let r = parse_line(&line(7, 60101, &big)).unwrap();
-        let m = format_rfc5424(&r, 1, MAX_MESSAGE);
-        assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
+        let l = line(7, 60101, &big);
+        let mut r = parse_line(&l).unwrap();
+        // The whole line fits the limit: sent whole, even though the
+        // structured data repeating a long field would not.
+        r.fields.push(("details.big".into(), "x".repeat(20_000)));
+        let limit = l.len() + 1000;
+        let (m, cut) = format_rfc5424(&r, 1, limit);
+        assert!(!cut);
+        assert!(m.len() <= limit, "{}", m.len());
         let p = syslog_msg::parse(&m).unwrap();
         assert!(p.wellformed);
         let sd = p.sd(SD_ID).unwrap();
         assert_eq!(sd.param("seq"), Some("7"));
         assert_eq!(sd.param("truncated"), Some("true"));
-        assert!(p.message.starts_with("éé"));
+        assert_eq!(p.message, l);
+
+        // Smaller than the line: the line is cut, and the caller is told.
+        let (m, cut) = format_rfc5424(&r, 1, 8000);
+        assert!(cut);
+        assert!(m.len() <= 8000, "{}", m.len());
+        let p = syslog_msg::parse(&m).unwrap();
+        assert!(p.wellformed);
+        assert_eq!(p.sd(SD_ID).unwrap().param("truncated"), Some("true"));
+        assert!(l.starts_with(&p.message) && p.message.len() < l.len());
+
+        // The widest event (a 64 KiB line of U+200B, escaped to 8 bytes
+        // each) still fits one message whole.
+        let widest = parse_line(&line(8, 60101, &"\u{200b}".repeat(64 * 1024 / 3))).unwrap();
+        let (m, cut) = format_rfc5424(&widest, 1, MAX_MESSAGE);
+        assert!(!cut, "{} bytes", m.len());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod bench;
 mod catalog;
 mod corpus;
 mod durability;
+mod fleet;
 mod hostile_api;
 mod hostile_clients;
 mod hostile_files;

@@ -442,7 +442,13 @@ fn forwarding_survives_rsyslog_restart_under_load() {
             rec.field("details.k")
                 .map(|v| log_escaped(v).replace("\\\\", "\\"))
         );
-        assert_eq!(p.message, log_escaped(&rec.text), "text of seq {seq}");
+        // MSG is the record line exactly as in the audit log.
+        assert_eq!(
+            p.message,
+            nxaudit::sinks::syslog_forward::record_line(rec),
+            "MSG of seq {seq}"
+        );
+        assert!(p.message.contains(&log_escaped(&rec.text)));
         if !seen.insert(seq) {
             dups += 1;
         }
