@@ -668,6 +668,9 @@ pub fn compare_with_log(rep: &ReplicaReport, dir: &Path) -> Result<Comparison, R
     let mut c = Comparison::default();
     // The appliance's seqs, in order (the set is in seq order).
     let mut local_seqs: Vec<u64> = Vec::new();
+    // The appliance's oldest record, and the `h` it names when it is a
+    // rotation record (what retention leaves: a file that starts with 60903).
+    let mut first_local: Option<(u64, Option<String>)> = None;
     for lf in &files {
         let rd = match logset::open(lf) {
             Ok(r) => r,
@@ -689,6 +692,13 @@ pub fn compare_with_log(rep: &ReplicaReport, dir: &Path) -> Result<Comparison, R
                 continue;
             };
             local_seqs.push(rec.seq);
+            if first_local.as_ref().map_or(true, |(s, _)| rec.seq < *s) {
+                let named = (rec.code == crate::catalog::appliance::ROTATED
+                    && rec.source == "Appliance")
+                    .then(|| rec.field("previous_h").map(str::to_string))
+                    .flatten();
+                first_local = Some((rec.seq, named));
+            }
             if let Some(h) = rep.held.get(&rec.seq) {
                 if h.digest == digest(&l) {
                     c.identical += 1;
@@ -719,6 +729,22 @@ pub fn compare_with_log(rep: &ReplicaReport, dir: &Path) -> Result<Comparison, R
     c.local_first_seq = local_seqs.first().copied().unwrap_or(0);
     c.local_last_seq = local_seqs.last().copied().unwrap_or(0);
 
+    // Records older than the appliance's oldest are retention's only when
+    // that oldest record is a rotation record naming the copy's record
+    // before it: retention removes whole files, and every file after the
+    // first starts with one. A log that was emptied or cut from the start
+    // (then restarted past its high-water mark) begins otherwise, and the
+    // copy's older records are missing there, not retired (a 60908 at the
+    // start says so itself).
+    let retired_ok = match &first_local {
+        Some((first, Some(named))) => first
+            .checked_sub(1)
+            .and_then(|p| rep.held.get(&p))
+            .map_or(true, |prev| &prev.h == named),
+        // Not a rotation record: nothing older can have been retired.
+        Some((_, None)) => false,
+        None => true,
+    };
     // The copy's records the appliance lacks.
     let mut local = local_seqs.iter().peekable();
     for &seq in rep.held.keys() {
@@ -726,7 +752,7 @@ pub fn compare_with_log(rep: &ReplicaReport, dir: &Path) -> Result<Comparison, R
         if local.peek() == Some(&&seq) {
             continue;
         }
-        if seq < c.local_first_seq {
+        if seq < c.local_first_seq && retired_ok {
             c.only_on_replica_retired += 1;
         } else {
             c.missing_locally.add(seq);
@@ -769,13 +795,23 @@ mod tests {
 
     /// Lines of a chained log with seqs 1..=n.
     fn log(n: u64) -> Vec<String> {
+        log_rotated_at(n, None)
+    }
+
+    /// Like [`log`], with a rotation record (60903 naming the previous `h`)
+    /// at seq `rot`, where a new file would start.
+    fn log_rotated_at(n: u64, rot: Option<u64>) -> Vec<String> {
         let chain = Chain::sha256();
         let mut prev = GENESIS.to_string();
         let mut out = Vec::new();
         for seq in 1..=n {
-            let e = Entry::appliance(60001)
-                .with_user("nexthink")
-                .with_message(format!("logon {seq}"));
+            let e = if Some(seq) == rot {
+                Entry::appliance(60903).field("previous_h", prev.clone())
+            } else {
+                Entry::appliance(60001)
+                    .with_user("nexthink")
+                    .with_message(format!("logon {seq}"))
+            };
             let st = Stamp {
                 ts: Utc.timestamp_opt(1_700_000_000 + seq as i64, 0).unwrap(),
                 host: "appliance1",
@@ -901,6 +937,33 @@ mod tests {
         let rep = verify_replica(&p, &Chain::sha256()).unwrap();
         assert!(rep.ok());
         assert_eq!(rep.unverified_tail, 20);
+    }
+
+    /// Records older than the appliance's oldest are retention's only when
+    /// that oldest record is the rotation record that follows them; a log
+    /// that starts anywhere else lost them.
+    #[test]
+    fn retention_is_told_from_a_log_cut_at_its_start() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("log");
+        std::fs::create_dir(&dir).unwrap();
+        let l = log_rotated_at(20, Some(11));
+        let r = d.path().join("r.log");
+        write(&r, &l);
+        let rep = verify_replica(&r, &Chain::sha256()).unwrap();
+        assert!(rep.ok(), "{:?}", rep.defects);
+        // Retention removed the file holding 1..=10: 11 is the rotation
+        // record naming 10's h.
+        write(&dir.join(logset::ACTIVE), &l[10..]);
+        let c = compare_with_log(&rep, &dir).unwrap();
+        assert!(c.ok(), "{c:?}");
+        assert_eq!((c.only_on_replica_retired, c.identical), (10, 10));
+        // The log cut at its start: 12 is not a rotation record.
+        write(&dir.join(logset::ACTIVE), &l[11..]);
+        let c = compare_with_log(&rep, &dir).unwrap();
+        assert!(!c.ok());
+        assert_eq!(c.only_on_replica_retired, 0);
+        assert_eq!(c.missing_locally.ranges, vec![SeqRange { from: 1, to: 11 }]);
     }
 
     #[test]
