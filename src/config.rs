@@ -72,6 +72,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Forwarding to the local syslog.
     pub forward: ForwardConfig,
+    /// The other sinks.
+    pub sinks: SinksConfig,
     /// The Audit trail API.
     pub api: ApiConfig,
     /// Prometheus metrics through node_exporter's textfile collector.
@@ -92,6 +94,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             auth: AuthConfig::default(),
             forward: ForwardConfig::default(),
+            sinks: SinksConfig::default(),
             api: ApiConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -349,29 +352,14 @@ impl Default for AuthConfig {
     }
 }
 
-/// `[forward]`: records out to the local syslog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForwardConfig {
-    /// Run the forwarder.
-    pub enabled: bool,
-    /// Datagram socket of the local syslog.
-    pub target: PathBuf,
-    /// Codes forwarded; empty = all.
-    pub codes: Vec<u32>,
-    /// Components forwarded; empty = all.
-    pub components: Vec<String>,
-}
+pub use crate::sinks::syslog::ForwardConfig;
 
-impl Default for ForwardConfig {
-    fn default() -> Self {
-        ForwardConfig {
-            enabled: true,
-            target: "/dev/log".into(),
-            codes: Vec::new(),
-            components: Vec::new(),
-        }
-    }
+/// `[sinks]`: the sinks besides `[forward]`, one section each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// `[sinks.file]`: a filtered copy of the records in another file.
+    pub file: crate::sinks::file::FileSinkConfig,
 }
 
 /// `[metrics]`: the status counters in Prometheus text format.
@@ -554,13 +542,17 @@ impl Config {
                 }
             }
         }
-        for comp in &self.forward.components {
-            if crate::protocol::Component::parse(comp).is_none() {
-                return Err(bad(format!(
-                    "forward.components: unknown component {comp:?}"
-                )));
+        for (key, comps) in [
+            ("forward", &self.forward.components),
+            ("sinks.file", &self.sinks.file.components),
+        ] {
+            for comp in comps {
+                if crate::protocol::Component::parse(comp).is_none() {
+                    return Err(bad(format!("{key}.components: unknown component {comp:?}")));
+                }
             }
         }
+        self.sinks.file.validate().map_err(|e| bad(e.to_string()))?;
         parse_mode(&self.listener.mode)
             .ok_or_else(|| bad("listener.mode must be octal, e.g. \"0660\"".into()))?;
         parse_mode(&self.log.mode)

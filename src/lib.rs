@@ -9,6 +9,7 @@
 //! wrappers around this library.
 
 pub mod api;
+pub mod backoff;
 pub mod catalog;
 pub mod cli;
 pub mod client;
@@ -19,7 +20,9 @@ pub mod fsutil;
 pub mod listener;
 pub mod logset;
 pub mod protocol;
+pub mod reader;
 pub mod record;
+pub mod reload;
 pub mod search;
 pub mod shutdown;
 pub mod sinks;

@@ -12,7 +12,7 @@
 //!   or oversize datagrams are counted and, where possible, still classified
 //!   (a datagram over 64 KiB is cut by the kernel at our buffer; its record
 //!   gets `truncated="true"`).
-//! - No loop: the forwarder (`sinks::syslog_forward`) sends records to the
+//! - No loop: the forwarder (`sinks::syslog`) sends records to the
 //!   local syslog with APP-NAME `nxauditd`; should rsyslog be configured to
 //!   send them back here, they are dropped and counted as `looped`.
 //! - A failed append (disk full, I/O error) is retried with back-off: the

@@ -241,6 +241,7 @@ impl LogWriter {
     pub(crate) fn open(
         cfg: &Config,
         stats: Arc<WriterStats>,
+        readers: crate::reader::Readers,
     ) -> Result<(LogWriter, Recovery), OpenError> {
         let dir = cfg.log_dir.clone();
         let dir_fd = Dir::create(&dir, &cfg.log.group)?;
@@ -350,7 +351,7 @@ impl LogWriter {
         let (file_start, file_first_seq) = first.unwrap_or((now, next_seq));
         stats.last_seq.store(next_seq - 1, Ordering::Relaxed);
         stats.active_size.store(size, Ordering::Relaxed);
-        let compressor = super::Compressor::start(cfg);
+        let compressor = super::Compressor::start(cfg, readers);
         let mut w = LogWriter {
             dir,
             dir_fd,
@@ -774,7 +775,8 @@ mod tests {
         let mut cfg = Config::default();
         cfg.apply_base_dir(dir.path());
         cfg.forward.enabled = false;
-        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let (mut w, _) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
         let first = outcomes(&mut w, &["old"]);
         let old_seq = first[0].as_ref().unwrap().seq;
         // /dev/full answers every write with ENOSPC: a real full disk.
@@ -804,7 +806,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.apply_base_dir(dir.path());
-        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let (mut w, _) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
         let before = (w.next_seq, w.last_h.clone());
         let good = std::mem::replace(&mut w.file, File::open(&w.active).unwrap());
         // A read-only descriptor: write(2) fails with EBADF, not ENOSPC.

@@ -8,6 +8,7 @@ mod api;
 mod catalog;
 mod corpus;
 mod durability;
+mod file_sink;
 mod hostile_api;
 mod hostile_clients;
 mod hostile_files;

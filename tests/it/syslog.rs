@@ -646,7 +646,14 @@ fn forwarder_resumes_after_kill9_and_rotation() {
         "only Portal records: {seen:?}"
     );
     wait_for("position saved", T, || {
-        nxaudit::sinks::syslog_forward::saved_position(&d.state_dir()).is_some_and(|p| p >= last)
+        nxaudit::reader::Checkpoint::in_state_dir(
+            &d.state_dir(),
+            nxaudit::sinks::syslog::POSITION_FILE,
+        )
+        .load_seq()
+        .ok()
+        .flatten()
+        .is_some_and(|p| p >= last)
     });
     assert!(d.term().success());
 }
