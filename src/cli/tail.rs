@@ -6,20 +6,21 @@
 //! (matching) lines does it go on to the rotated files, newest first
 //! (compressed ones are streamed, keeping only the last lines needed).
 //!
-//! Following keeps the open file handle: when `audit.log` is renamed by a
-//! rotation, the handle still reads the old file to its end (even if the
-//! compressor has unlinked it), and only then is the new `audit.log` opened
-//! from its start. A partial last line is held back until its newline.
+//! Following uses the log's one follower ([`crate::reader::LogFollower`],
+//! the one the sinks use): by seq, from the last record printed, across
+//! rotations (the old file is read to its end through its open handle,
+//! files compressed meanwhile are read compressed), a partial last line
+//! held back until its newline; nothing is lost or repeated.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::Context;
 use crate::protocol::Component;
+use crate::reader::{LogFollower, RecordFilter};
 use crate::record;
 
 /// Arguments of `nxaudit tail`.
@@ -39,28 +40,16 @@ pub struct Args {
     pub component: Option<String>,
 }
 
-struct Filter {
-    codes: Vec<u32>,
-    component: Option<Component>,
+/// Whether a line passes: with a filter, only records that match it; with
+/// none, every line (also one that is not a record).
+fn keep(filter: &RecordFilter, line: &str) -> bool {
+    filter.is_empty() || record::parse_line(line).is_ok_and(|r| filter.matches(&r))
 }
 
-impl Filter {
-    fn is_empty(&self) -> bool {
-        self.codes.is_empty() && self.component.is_none()
-    }
-
-    /// Whether a line passes; `rec` is the line parsed (None if it is not a
-    /// record, which only an empty filter lets through).
-    fn keep(&self, rec: Option<&record::ParsedRecord>) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        rec.is_some_and(|r| {
-            (self.codes.is_empty() || self.codes.contains(&r.code))
-                && self.component.map_or(true, |c| r.component() == Some(c))
-        })
-    }
-}
+/// Records read per poll while following.
+const FOLLOW_BATCH: usize = 1024;
+/// Pause when the log has nothing new.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
@@ -70,9 +59,10 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         })?),
         None => None,
     };
-    let filter = Filter {
+    let filter = RecordFilter {
         codes: args.code.clone(),
-        component,
+        components: component.into_iter().collect(),
+        ..Default::default()
     };
     let path = ctx.config.active_log();
     let mut file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
@@ -82,7 +72,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     // file backwards, then from rotated files if it holds too few.
     let len = file.metadata()?.len();
     let complete = end_of_last_line(&mut file, len)?;
-    let keep = |l: &str| filter.is_empty() || filter.keep(record::parse_line(l).ok().as_ref());
+    let keep = |l: &str| keep(&filter, l);
     let mut lines = last_lines_plain(&mut file, complete, args.lines, &keep)?;
     if lines.len() < args.lines {
         let rotated = crate::logset::list(&ctx.config.log_dir)?;
@@ -108,94 +98,41 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     if !args.follow {
         return Ok(0);
     }
-    let last_seq = last_lines_plain(&mut file, complete, 1, &|_: &str| true)?
+    // Follow from the last record of the active file as it was read above
+    // (or of the whole set, when the active file holds none yet).
+    let last_seq = match last_lines_plain(&mut file, complete, 1, &|_: &str| true)?
         .first()
         .and_then(|l| record::parse_line(l).ok())
-        .map_or(0, |r| r.seq);
-    file.seek(SeekFrom::Start(complete))?;
-    let mut pending = Vec::new();
-    (&mut file).take(len - complete).read_to_end(&mut pending)?;
-    file.seek(SeekFrom::Start(len))?;
-    let mut printer = Printer {
-        filter,
-        last_seq,
-        pending,
+    {
+        Some(r) => r.seq,
+        None => crate::reader::last_seq(&ctx.config.log_dir)?,
     };
-    let mut ino = file.metadata()?.ino();
-    let mut buf = vec![0u8; 64 * 1024];
+    drop(file);
+    let mut printed = last_seq;
+    let mut follower = LogFollower::new(ctx.config.log_dir.clone(), printed + 1, false);
     loop {
-        let n = file.read(&mut buf)?;
-        if n > 0 {
-            printer.feed(&buf[..n], &mut out)?;
-            continue;
-        }
-        // At the end of our file: has audit.log been rotated away? Once a
-        // new file exists no more writes go to the old one: read the old
-        // one to its end, open the new one, then print the rotated files
-        // we may have skipped (several rotations can happen between two
-        // polls), and go on with the new one. Lines are printed by seq, so
-        // nothing is repeated.
-        if let Ok(m) = std::fs::metadata(&path) {
-            if m.ino() != ino {
-                if let Ok(next) = File::open(&path) {
-                    loop {
-                        let n = file.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        printer.feed(&buf[..n], &mut out)?;
-                    }
-                    printer.pending.clear();
-                    print_rotated_since(&ctx.config.log_dir, &mut printer, &mut out)?;
-                    out.flush()?;
-                    ino = next.metadata()?.ino();
-                    file = next;
-                    continue;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Prints the rotated files that hold records after the printer's last
-/// seq, oldest first. A plain file listed a moment ago may be gone when it
-/// is opened: the compressor has just replaced it by its `.zst`/`.gz`.
-/// That is no reason to skip its records (skipping them lost lines when
-/// the machine was busy and the compressor won the race): list again and
-/// read the compressed copy.
-fn print_rotated_since(
-    dir: &std::path::Path,
-    printer: &mut Printer,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    let mut attempts = 0;
-    'list: loop {
-        for f in crate::logset::list(dir)? {
-            if f.active || f.first_seq.is_some_and(|s| s <= printer.last_seq) {
+        let batch = match follower.read_batch(FOLLOW_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                // A file gone under the follower: start again after the
+                // last record printed.
+                eprintln!("nxaudit tail: {e}; reading on from seq {}", printed + 1);
+                std::thread::sleep(FOLLOW_POLL);
+                follower = LogFollower::new(ctx.config.log_dir.clone(), printed + 1, false);
                 continue;
             }
-            let reader = match crate::logset::open(&f) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    attempts += 1;
-                    if attempts < 100 {
-                        continue 'list;
-                    }
-                    // Still gone: removed by retention, not compressed.
-                    eprintln!(
-                        "nxaudit tail: {} vanished before it could be read",
-                        f.path.display()
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e).with_context(|| format!("open {}", f.path.display())),
-            };
-            for line in crate::logset::Lines::new(reader) {
-                printer.line(&line?, out)?;
+        };
+        if batch.records.is_empty() {
+            std::thread::sleep(FOLLOW_POLL);
+            continue;
+        }
+        for r in &batch.records {
+            printed = r.rec.seq;
+            if filter.matches(&r.rec) {
+                writeln!(out, "{}", r.line)?;
             }
         }
-        return Ok(());
+        out.flush()?;
     }
 }
 
@@ -296,39 +233,6 @@ fn last_lines_of(
         }
     }
     Ok(ring.into())
-}
-
-/// Prints complete lines that pass the filter, each seq at most once.
-struct Printer {
-    filter: Filter,
-    last_seq: u64,
-    pending: Vec<u8>,
-}
-
-impl Printer {
-    fn feed(&mut self, bytes: &[u8], out: &mut impl Write) -> std::io::Result<()> {
-        self.pending.extend_from_slice(bytes);
-        while let Some(p) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=p).collect();
-            let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            self.line(&s, out)?;
-        }
-        out.flush()
-    }
-
-    fn line(&mut self, s: &str, out: &mut impl Write) -> std::io::Result<()> {
-        let rec = record::parse_line(s).ok();
-        if let Some(r) = &rec {
-            if r.seq <= self.last_seq {
-                return Ok(());
-            }
-            self.last_seq = r.seq;
-        }
-        if self.filter.keep(rec.as_ref()) {
-            writeln!(out, "{s}")?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
