@@ -40,7 +40,13 @@ impl Registry {
 type Doc = serde_json::Map<String, serde_json::Value>;
 
 /// Sections published by sources and sinks (each has a `state`).
-pub const COMPONENT_SECTIONS: [&str; 4] = ["journal", "auth_journal", "syslog_intake", "forwarder"];
+pub const COMPONENT_SECTIONS: [&str; 5] = [
+    "journal",
+    "auth_journal",
+    "syslog_intake",
+    "forwarder",
+    "file_sink",
+];
 
 /// Turns a running daemon's last document into its final one: state
 /// `stopped`, when, and every source and sink `stopped` too, so nothing

@@ -160,6 +160,7 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
             ("records", "records"),
             ("received", "received"),
             ("forwarded", "forwarded"),
+            ("written", "written"),
             ("last_seq", "last seq"),
             ("restarts", "restarts"),
             ("errors", "errors"),
