@@ -59,7 +59,7 @@ impl RecordFilter {
                 || rec
                     .component()
                     .is_some_and(|c| self.components.contains(&c)))
-            && (self.users.is_empty() || self.users.iter().any(|u| *u == rec.account))
+            && (self.users.is_empty() || self.users.contains(&rec.account))
             && self.since.map_or(true, |s| rec.ts >= s)
             && self.until.map_or(true, |u| rec.ts < u)
     }
