@@ -281,3 +281,51 @@ impl Worker {
         let _ = dir.sync();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::Checkpoint;
+
+    /// A registered reader's checkpoint is the floor: rotated files holding
+    /// records after it stay whatever the limits say; once it moves on they go.
+    #[test]
+    fn a_readers_checkpoint_holds_back_retention() {
+        let d = tempfile::tempdir().unwrap();
+        let t = chrono::Utc::now();
+        for first in [1u64, 11, 21, 31] {
+            std::fs::write(d.path().join(logset::rotated_name(t, first)), "x\n").unwrap();
+        }
+        std::fs::write(d.path().join(logset::ACTIVE), "x\n").unwrap();
+        let readers = Readers::default();
+        let cp = Checkpoint::in_state_dir(&d.path().join("state"), "sink.pos");
+        cp.save_seq(15).unwrap();
+        readers.register("sink", cp.clone());
+        let w = Worker {
+            dir: d.path().to_path_buf(),
+            codec: Codec::None,
+            retention: Retention {
+                max_files: 1,
+                max_total_bytes: 0,
+                min_free_bytes: 0,
+            },
+            readers,
+            mode: 0o640,
+            group: String::new(),
+        };
+        let rotated = || {
+            logset::list(d.path())
+                .unwrap()
+                .iter()
+                .filter(|f| !f.active)
+                .filter_map(|f| f.first_seq)
+                .collect::<Vec<_>>()
+        };
+        w.enforce_retention();
+        // 1..=10 is read; 11..=20 holds 16..=20, not read yet.
+        assert_eq!(rotated(), vec![11, 21, 31]);
+        cp.save_seq(35).unwrap();
+        w.enforce_retention();
+        assert_eq!(rotated(), vec![31]);
+    }
+}
