@@ -13,12 +13,13 @@
 //! held back until its newline; nothing is lost or repeated.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::Context;
+use crate::logset::{end_of_last_line, last_lines_before};
 use crate::protocol::Component;
 use crate::reader::{LogFollower, RecordFilter};
 use crate::record;
@@ -73,7 +74,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let len = file.metadata()?.len();
     let complete = end_of_last_line(&mut file, len)?;
     let keep = |l: &str| keep(&filter, l);
-    let mut lines = last_lines_plain(&mut file, complete, args.lines, &keep)?;
+    let mut lines = last_lines_before(&mut file, complete, args.lines, &keep)?;
     if lines.len() < args.lines {
         let rotated = crate::logset::list(&ctx.config.log_dir)?;
         for f in rotated.iter().rev().filter(|f| !f.active) {
@@ -100,7 +101,7 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     }
     // Follow from the last record of the active file as it was read above
     // (or of the whole set, when the active file holds none yet).
-    let last_seq = match last_lines_plain(&mut file, complete, 1, &|_: &str| true)?
+    let last_seq = match last_lines_before(&mut file, complete, 1, &|_: &str| true)?
         .first()
         .and_then(|l| record::parse_line(l).ok())
     {
@@ -136,79 +137,6 @@ pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     }
 }
 
-/// Block size for reading backwards.
-const BACK_BLOCK: u64 = 64 * 1024;
-
-/// The offset just after the last newline at or before `len` (0 if none):
-/// a torn last line is not a line yet.
-fn end_of_last_line(file: &mut File, len: u64) -> std::io::Result<u64> {
-    let mut end = len;
-    let mut buf = Vec::new();
-    while end > 0 {
-        let start = end.saturating_sub(BACK_BLOCK);
-        buf.resize((end - start) as usize, 0);
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buf)?;
-        if let Some(p) = buf.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + p as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
-
-/// The last `want` lines before offset `end` (which ends a line) that pass
-/// `keep`, in file order, reading backwards block by block.
-fn last_lines_plain(
-    file: &mut File,
-    end: u64,
-    want: usize,
-    keep: &dyn Fn(&str) -> bool,
-) -> std::io::Result<Vec<String>> {
-    let mut found: Vec<String> = Vec::new();
-    // Bytes of the line being assembled, which starts before `pos`.
-    let mut carry: Vec<u8> = Vec::new();
-    let mut pos = end;
-    let mut buf = Vec::new();
-    while pos > 0 && found.len() < want {
-        let start = pos.saturating_sub(BACK_BLOCK);
-        buf.resize((pos - start) as usize, 0);
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buf)?;
-        buf.extend_from_slice(&carry);
-        // Every newline in `buf` except the last byte's ends a line whose
-        // start we know once we see the newline before it.
-        let mut line_end = buf.len();
-        if buf.last() == Some(&b'\n') {
-            line_end -= 1;
-        }
-        while let Some(p) = buf[..line_end].iter().rposition(|b| *b == b'\n') {
-            let line = String::from_utf8_lossy(&buf[p + 1..line_end]);
-            if keep(&line) {
-                found.push(line.into_owned());
-                if found.len() == want {
-                    break;
-                }
-            }
-            line_end = p;
-        }
-        carry = buf[..line_end].to_vec();
-        if line_end < buf.len() && buf.get(line_end) == Some(&b'\n') {
-            carry.push(b'\n');
-        }
-        pos = start;
-    }
-    if pos == 0 && found.len() < want && !carry.is_empty() {
-        let text = carry.strip_suffix(b"\n").unwrap_or(&carry);
-        let line = String::from_utf8_lossy(text);
-        if keep(&line) {
-            found.push(line.into_owned());
-        }
-    }
-    found.reverse();
-    Ok(found)
-}
-
 /// The last `want` lines of a rotated file that pass `keep`: backwards for
 /// a plain file, streamed (keeping `want` lines) for a compressed one.
 fn last_lines_of(
@@ -220,7 +148,7 @@ fn last_lines_of(
         let mut file = File::open(&f.path)?;
         let len = file.metadata()?.len();
         let end = end_of_last_line(&mut file, len)?;
-        return last_lines_plain(&mut file, end, want, keep);
+        return last_lines_before(&mut file, end, want, keep);
     }
     let mut ring = std::collections::VecDeque::with_capacity(want.min(4096));
     for line in crate::logset::Lines::new(crate::logset::open(f)?) {
@@ -238,38 +166,4 @@ fn last_lines_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backwards_reading_matches_forward_reading_across_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        // Lines of varied length so block borders fall everywhere, one empty
-        // line, and a torn tail that is not a line yet.
-        let mut text = String::new();
-        let mut all = Vec::new();
-        for i in 0..5000 {
-            let l = if i == 17 {
-                String::new()
-            } else {
-                format!("line {i} {}", "x".repeat(i % 97))
-            };
-            text.push_str(&l);
-            text.push('\n');
-            all.push(l);
-        }
-        text.push_str("torn");
-        std::fs::write(&path, &text).unwrap();
-        let mut f = File::open(&path).unwrap();
-        let len = f.metadata().unwrap().len();
-        let end = end_of_last_line(&mut f, len).unwrap();
-        assert_eq!(end, len - 4);
-        for want in [1, 3, 1000, 4999, 5000, 6000] {
-            let got = last_lines_plain(&mut f, end, want, &|_: &str| true).unwrap();
-            assert_eq!(got, all[all.len().saturating_sub(want)..], "want {want}");
-        }
-        let odd = |l: &str| l.ends_with('x') && l.len() % 2 == 1;
-        let want: Vec<String> = all.iter().filter(|l| odd(l)).cloned().collect();
-        let got = last_lines_plain(&mut f, end, 50, &odd).unwrap();
-        assert_eq!(got, want[want.len() - 50..]);
-    }
 }

@@ -16,7 +16,7 @@
 //!   one batch of the runner, or `FLUSH_AT` bytes) until written.
 
 use std::fs::File;
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use serde_json::{json, Map, Value};
 
 use super::sink::Sink;
 use crate::fsutil::{self, Access, Dir};
+use crate::logset;
 use crate::reader::{LogRecord, RecordFilter};
 use crate::record::parse_line;
 
@@ -182,39 +183,9 @@ fn open_file(dir: &Path, name: &str, mode: u32, group: &str) -> io::Result<(File
 
 /// The end of the last complete line at or before `size`, and that line.
 fn last_complete_line(f: &mut File, size: u64) -> io::Result<(u64, Option<String>)> {
-    const BLOCK: u64 = 64 << 10;
-    let mut tail = Vec::new();
-    let mut start = size;
-    // Read backwards until two newlines (or the start) are in view.
-    loop {
-        let from = start.saturating_sub(BLOCK);
-        let mut chunk = vec![0u8; (start - from) as usize];
-        f.seek(SeekFrom::Start(from))?;
-        f.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
-        start = from;
-        let nl: Vec<usize> = tail
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| i)
-            .take(2)
-            .collect();
-        let end = match nl.first() {
-            Some(e) => *e,
-            None if start == 0 => return Ok((0, None)),
-            None => continue,
-        };
-        let line_start = match nl.get(1) {
-            Some(p) => p + 1,
-            None if start == 0 => 0,
-            None => continue,
-        };
-        let line = String::from_utf8_lossy(&tail[line_start..end]).into_owned();
-        return Ok((start + end as u64 + 1, Some(line)));
-    }
+    let end = logset::end_of_last_line(f, size)?;
+    let last = logset::last_lines_before(f, end, 1, &|_: &str| true)?.pop();
+    Ok((end, last))
 }
 
 impl FileSink {
