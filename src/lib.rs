@@ -4,9 +4,11 @@
 //! is parsed and validated ([`protocol`]) and handed to the single writer
 //! task ([`writer`]) that appends it, hash-chained and durably, to the audit
 //! log ([`record`] defines the line format). Sources feed the same writer
-//! (the journal, syslog intake); sinks read the durable log (syslog
-//! forwarding, the Audit trail API). The binaries in `src/bin/` are thin
-//! wrappers around this library.
+//! (the journal, syslog intake); readers of the durable log ([`reader`]:
+//! follower, checkpoints, filter, retention floor) are the sinks ([`sinks`]:
+//! syslog forwarding, a filtered file copy), `nxaudit tail -f` and the
+//! Audit trail API. The binaries in `src/bin/` are thin wrappers around
+//! this library.
 
 pub mod api;
 pub mod backoff;
