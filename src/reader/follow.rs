@@ -16,7 +16,7 @@
 //! - Blocking: run it on the blocking pool or its own thread.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -98,11 +98,27 @@ impl LogFollower {
         }
     }
 
-    fn open(f: &LogFile) -> io::Result<Current> {
+    /// Opens `f` for reading from `next_seq` on. A plain file that ends
+    /// before `next_seq` (the active file when following from the end:
+    /// `tail -f`, a sink that has caught up) is entered at its last
+    /// complete line instead of being read from its start.
+    fn open(f: &LogFile, next_seq: u64) -> io::Result<Current> {
+        let mut first_seq = None;
         let (reader, file, id): (Box<dyn BufRead + Send>, _, _) =
             if f.compression == logset::Compression::Plain {
-                let file = File::open(&f.path)?;
+                let mut file = File::open(&f.path)?;
                 let m = file.metadata()?;
+                let end = logset::end_of_last_line(&mut file, m.len())?;
+                let last = logset::last_lines_before(&mut file, end, 1, &|_: &str| true)?
+                    .pop()
+                    .and_then(|l| parse_line(&l).ok())
+                    .map(|r| r.seq);
+                if last.is_some_and(|l| l < next_seq) {
+                    first_seq = Self::first_seq_of(f)?;
+                    file.seek(SeekFrom::Start(end))?;
+                } else {
+                    file.seek(SeekFrom::Start(0))?;
+                }
                 let sync_handle = file.try_clone()?;
                 (
                     Box::new(BufReader::with_capacity(1 << 16, file)),
@@ -118,7 +134,7 @@ impl LogFollower {
             active: f.active,
             id,
             name_seq: f.first_seq,
-            first_seq: None,
+            first_seq,
             rotated: false,
             pending: Vec::new(),
         })
@@ -155,7 +171,7 @@ impl LogFollower {
         };
         match pick {
             Some(f) => {
-                self.cur = Some(Self::open(f)?);
+                self.cur = Some(Self::open(f, self.next_seq)?);
                 Ok(true)
             }
             None => Ok(false),
@@ -361,5 +377,16 @@ pub(crate) mod tests {
             all.extend(seqs(&b));
         }
         assert_eq!(all, (15..=30).collect::<Vec<_>>());
+
+        // Following from the end (tail -f, a sink that caught up): the
+        // active file is entered at its end, then read on across rotation.
+        let mut f = LogFollower::new(dir.to_path_buf(), 31, true);
+        assert!(f.read_batch(1000).unwrap().records.is_empty());
+        append(&active, 31..=32);
+        assert_eq!(seqs(&f.read_batch(1000).unwrap()), vec![31, 32]);
+        std::fs::rename(&active, dir.join(logset::rotated_name(t, 29))).unwrap();
+        append(&active, 33..=33);
+        let b = f.read_batch(1000).unwrap();
+        assert_eq!((seqs(&b), b.gaps), (vec![33], 0));
     }
 }
