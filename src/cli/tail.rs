@@ -162,8 +162,3 @@ fn last_lines_of(
     }
     Ok(ring.into())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
