@@ -73,6 +73,7 @@ impl Status {
     /// delivery holds the sink).
     fn publish_cached(&self, env: &SinkEnv) {
         let mut doc = Map::new();
+        doc.insert("kind".into(), json!(crate::status::SINK_KIND));
         doc.insert("state".into(), json!(self.state));
         doc.insert("position".into(), json!(self.position));
         doc.insert("last_seq".into(), json!(self.last_seq));

@@ -105,6 +105,7 @@ fn file_sink_copies_exactly_once_through_kill9_under_load() {
         copy_lines(&copy).0.contains_key(&last)
     });
     assert!(d.term().success(), "{}", d.stderr());
+    assert_eq!(status_of(&d)["file_sink"]["state"], "stopped");
 
     let (got, dups, unparsed) = copy_lines(&copy);
     assert!(unparsed.is_empty(), "torn or foreign lines: {unparsed:?}");
@@ -159,6 +160,10 @@ fn file_sink_checkpoint_holds_back_retention() {
         status_of(&d)["file_sink"]["errors"].as_u64() > Some(0)
     });
     assert_eq!(rotated(), 4, "retention deleted files not yet copied");
+    // Status shows the sink without knowing it by name.
+    assert_eq!(status_of(&d)["file_sink"]["kind"], "sink");
+    let text = String::from_utf8_lossy(&d.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("file_sink"), "{text}");
     std::fs::create_dir(&dest).expect("dest");
     let last = records(&d).last().expect("records").seq;
     wait_for("copied", T, || {
