@@ -105,7 +105,11 @@ fn file_sink_copies_exactly_once_through_kill9_under_load() {
         copy_lines(&copy).0.contains_key(&last)
     });
     assert!(d.term().success(), "{}", d.stderr());
-    assert_eq!(status_of(&d)["file_sink"]["state"], "stopped");
+    let st = status_of(&d);
+    assert_eq!(st["file_sink"]["state"], "stopped");
+    // How many re-delivered records the restarted sink found already in
+    // its file (skipped, not duplicated): shown, not asserted (timing).
+    eprintln!("file sink after restart: {}", st["file_sink"]);
 
     let (got, dups, unparsed) = copy_lines(&copy);
     assert!(unparsed.is_empty(), "torn or foreign lines: {unparsed:?}");
