@@ -14,9 +14,137 @@
 //! guarantee that neither ever happens in a release.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::OnceLock;
 
-use crate::protocol::Component;
+use serde::{Deserialize, Serialize};
+
+/// The component an event belongs to, derived from its code range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Component {
+    /// Codes 10001–10999.
+    Engine,
+    /// Codes 20001–21999.
+    Portal,
+    /// Codes 50000–53999.
+    WebConsole,
+    /// Codes 60000–60999, written by the daemon itself.
+    Appliance,
+}
+
+impl Component {
+    /// Every component, in catalog order.
+    pub const ALL: [Component; 4] = [
+        Component::Engine,
+        Component::Portal,
+        Component::WebConsole,
+        Component::Appliance,
+    ];
+
+    /// The component owning `code`, or `None` when the code is outside every range.
+    pub fn of_code(code: u32) -> Option<Component> {
+        match code {
+            10001..=10999 => Some(Component::Engine),
+            20001..=21999 => Some(Component::Portal),
+            50000..=53999 => Some(Component::WebConsole),
+            60000..=60999 => Some(Component::Appliance),
+            _ => None,
+        }
+    }
+
+    /// The name used in config files and on the wire (`WebConsole`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Engine => "Engine",
+            Component::Portal => "Portal",
+            Component::WebConsole => "WebConsole",
+            Component::Appliance => "Appliance",
+        }
+    }
+
+    /// Parses a component name; `Console` is accepted for the Web Console
+    /// because that is the name Nexthink's log lines use.
+    pub fn parse(s: &str) -> Option<Component> {
+        match s {
+            "Engine" => Some(Component::Engine),
+            "Portal" => Some(Component::Portal),
+            "WebConsole" | "Console" => Some(Component::WebConsole),
+            "Appliance" => Some(Component::Appliance),
+            _ => None,
+        }
+    }
+}
+
+/// Read by name through [`Component::parse`] (so `Console` is accepted
+/// wherever a component is configured), refusing others with the names
+/// that are accepted.
+impl<'de> Deserialize<'de> for Component {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Component, D::Error> {
+        let s = String::deserialize(d)?;
+        Component::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown component {s:?} (Engine, Portal, WebConsole or Appliance)"
+            ))
+        })
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bracket sources that an Engine name may not take (compared
+/// case-insensitively, surrounding white space ignored): an Engine called
+/// `Portal` would write `[Portal|…]` and pass for a Portal record. `Engine`
+/// itself is allowed: it is what an Engine record without a name shows.
+pub const RESERVED_ENGINE_NAMES: [&str; 4] = ["Console", "WebConsole", "Portal", "Appliance"];
+
+/// Whether `name` is one of [`RESERVED_ENGINE_NAMES`].
+pub fn is_reserved_engine_name(name: &str) -> bool {
+    let name = name.trim();
+    RESERVED_ENGINE_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// The codes the daemon writes itself (component `Appliance`), named so
+/// that sources and the writer do not spell numbers.
+pub mod appliance {
+    /// An SSH logon accepted by sshd.
+    pub const SSH_LOGON: u32 = 60001;
+    /// An SSH logon refused.
+    pub const SSH_LOGON_FAILED: u32 = 60002;
+    /// An SSH session closed.
+    pub const SSH_LOGOFF: u32 = 60003;
+    /// An sshd message not understood, or from an unverified sender.
+    pub const SSH_UNVERIFIED: u32 = 60009;
+    /// A command run through sudo.
+    pub const SUDO_COMMAND: u32 = 60101;
+    /// A sudo command refused.
+    pub const SUDO_REFUSED: u32 = 60102;
+    /// A sudo message not understood, or from an unverified sender.
+    pub const SUDO_UNVERIFIED: u32 = 60109;
+    /// The Engine service started.
+    pub const ENGINE_STARTED: u32 = 60201;
+    /// The Engine service stopped.
+    pub const ENGINE_STOPPED: u32 = 60202;
+    /// The Engine service failed.
+    pub const ENGINE_FAILED: u32 = 60203;
+    /// The audit daemon started (first record of every run).
+    pub const DAEMON_STARTED: u32 = 60901;
+    /// The audit daemon stopped cleanly.
+    pub const DAEMON_STOPPED: u32 = 60902;
+    /// The log was rotated: first record of the new file, chaining to the old.
+    pub const ROTATED: u32 = 60903;
+    /// The configuration was reloaded.
+    pub const RELOADED: u32 = 60904;
+    /// Events were refused while the disk was full (a count).
+    pub const DISK_FULL_REFUSED: u32 = 60905;
+    /// A torn tail of the log was cut off at start-up.
+    pub const TORN_TAIL_REPAIRED: u32 = 60906;
+}
 
 /// The catalog file, as compiled into the binary.
 pub const CATALOG_TOML: &str = include_str!("../catalog/codes.toml");
@@ -185,7 +313,7 @@ fn check_entry(e: &CodeInfo) -> Result<(), CatalogError> {
 fn is_bracket_safe(s: &str) -> bool {
     !s.is_empty()
         && !s.chars().any(|c| {
-            matches!(c, '|' | '[' | ']') || c.is_control() || crate::record::is_invisible(c)
+            matches!(c, '|' | '[' | ']') || c.is_control() || crate::record::escape::is_invisible(c)
         })
 }
 
@@ -304,6 +432,36 @@ pub fn default_category(code: u32) -> &'static str {
 mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn appliance_constants_are_catalogued_appliance_codes() {
+        use appliance::*;
+        for code in [
+            SSH_LOGON,
+            SSH_LOGON_FAILED,
+            SSH_LOGOFF,
+            SSH_UNVERIFIED,
+            SUDO_COMMAND,
+            SUDO_REFUSED,
+            SUDO_UNVERIFIED,
+            ENGINE_STARTED,
+            ENGINE_STOPPED,
+            ENGINE_FAILED,
+            DAEMON_STARTED,
+            DAEMON_STOPPED,
+            ROTATED,
+            RELOADED,
+            DISK_FULL_REFUSED,
+            TORN_TAIL_REPAIRED,
+        ] {
+            assert!(is_known(code), "{code} is not catalogued");
+            assert_eq!(
+                Component::of_code(code),
+                Some(Component::Appliance),
+                "{code}"
+            );
+        }
+    }
 
     fn embedded() -> Vec<CodeInfo> {
         parse(CATALOG_TOML).unwrap()

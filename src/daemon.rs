@@ -54,33 +54,20 @@ pub enum DaemonError {
     },
 }
 
-/// Sets the group of `path` to `group` (if non-empty), logging failures:
-/// a missing group must not stop the daemon from writing audit records.
-/// Never follows a link; see [`fsutil::set_group_path`] (kept for callers
-/// that hold only a path).
-pub fn set_group(path: &Path, group: &str) {
-    fsutil::set_group_path(path, group);
-}
-
 /// Name of the pid file in the state directory: for people and old tools
 /// only; the CLI finds the daemon through the instance lock.
 const PID_FILE: &str = "nxauditd.pid";
 
 /// Path of the pid file in the state directory.
-pub fn pid_file(state_dir: &Path) -> PathBuf {
+fn pid_file(state_dir: &Path) -> PathBuf {
     state_dir.join(PID_FILE)
-}
-
-/// Path of the status file in the state directory.
-pub fn status_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("status.json")
 }
 
 /// Replaces the state file `path` with `data` atomically, never through a
 /// link; see [`fsutil::replace_file`]. No fsync: the pid and status files
 /// are rebuilt at every start, and an fsync here would stall whoever calls
 /// it for as long as the filesystem's journal commit takes.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     fsutil::replace_file(path, data, fsutil::Durability::Volatile).map_err(Into::into)
 }
 
@@ -379,7 +366,7 @@ fn status_doc(
 /// Prometheus textfile, each atomically and off the reactor (file I/O can
 /// block for milliseconds).
 async fn publish(cfg: &Config, doc: serde_json::Map<String, serde_json::Value>) {
-    let status_path = status_file(&cfg.state_dir);
+    let status_path = crate::status::status_file(&cfg.state_dir);
     let metrics_dir = cfg.metrics.textfile_dir.clone();
     let res = tokio::task::spawn_blocking(move || {
         let text = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;

@@ -5,18 +5,19 @@
 //! `listener::conn`), UTF-8, JSON shape, fields, then the code against the
 //! catalog ranges. Each refusal maps to exactly one [`ErrorKind`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Component;
+use crate::record::{Entry, Origin};
 
 /// Largest accepted line, newline excluded (SPEC §3).
 pub const MAX_LINE: usize = 64 * 1024;
 /// Largest accepted `id` (idempotency key), in bytes.
 pub const MAX_ID_LEN: usize = 256;
-/// Largest accepted number of `details` entries.
-pub const MAX_DETAILS: usize = 256;
+pub use crate::catalog::{is_reserved_engine_name, RESERVED_ENGINE_NAMES};
+pub use crate::record::details::{valid_detail_key, DetailValue, Details, MAX_DETAILS};
 
 /// The refusal kinds of SPEC §3, as they appear on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,175 +94,6 @@ impl Refusal {
     }
 }
 
-/// The component an event belongs to, derived from its code range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Component {
-    /// Codes 10001–10999.
-    Engine,
-    /// Codes 20001–21999.
-    Portal,
-    /// Codes 50000–53999.
-    WebConsole,
-    /// Codes 60000–60999, written by the daemon itself.
-    Appliance,
-}
-
-impl Component {
-    /// Every component, in catalog order.
-    pub const ALL: [Component; 4] = [
-        Component::Engine,
-        Component::Portal,
-        Component::WebConsole,
-        Component::Appliance,
-    ];
-
-    /// The component owning `code`, or `None` when the code is outside every range.
-    pub fn of_code(code: u32) -> Option<Component> {
-        match code {
-            10001..=10999 => Some(Component::Engine),
-            20001..=21999 => Some(Component::Portal),
-            50000..=53999 => Some(Component::WebConsole),
-            60000..=60999 => Some(Component::Appliance),
-            _ => None,
-        }
-    }
-
-    /// The name used in config files and on the wire (`WebConsole`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::Engine => "Engine",
-            Component::Portal => "Portal",
-            Component::WebConsole => "WebConsole",
-            Component::Appliance => "Appliance",
-        }
-    }
-
-    /// Parses a component name; `Console` is accepted for the Web Console
-    /// because that is the name Nexthink's log lines use.
-    pub fn parse(s: &str) -> Option<Component> {
-        match s {
-            "Engine" => Some(Component::Engine),
-            "Portal" => Some(Component::Portal),
-            "WebConsole" | "Console" => Some(Component::WebConsole),
-            "Appliance" => Some(Component::Appliance),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A scalar value of the flat `details` object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum DetailValue {
-    /// `true` / `false`.
-    Bool(bool),
-    /// Any JSON number, kept as written.
-    Number(serde_json::Number),
-    /// A string.
-    Text(String),
-}
-
-impl fmt::Display for DetailValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DetailValue::Bool(b) => write!(f, "{b}"),
-            DetailValue::Number(n) => write!(f, "{n}"),
-            DetailValue::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-/// The flat `details` object, sorted by key so records are deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Details(pub BTreeMap<String, DetailValue>);
-
-impl<'de> Deserialize<'de> for Details {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Details;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a flat object of strings, numbers and booleans")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Details, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if !valid_detail_key(&key) {
-                        return Err(de::Error::custom(format_args!(
-                            "details key {key:?} must be 1-64 characters of A-Z a-z 0-9 _ . -"
-                        )));
-                    }
-                    let value: serde_json::Value = map.next_value()?;
-                    let value = match value {
-                        serde_json::Value::Bool(b) => DetailValue::Bool(b),
-                        serde_json::Value::Number(n) => DetailValue::Number(n),
-                        serde_json::Value::String(s) => DetailValue::Text(s),
-                        other => {
-                            return Err(de::Error::custom(format_args!(
-                                "details.{key} must be a string, number or boolean, not {}",
-                                json_type(&other)
-                            )))
-                        }
-                    };
-                    if out.insert(key.clone(), value).is_some() {
-                        return Err(de::Error::custom(format_args!(
-                            "duplicate field `details.{key}`"
-                        )));
-                    }
-                    if out.len() > MAX_DETAILS {
-                        return Err(de::Error::custom(format_args!(
-                            "details has more than {MAX_DETAILS} entries"
-                        )));
-                    }
-                }
-                Ok(Details(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// Whether `key` may name a `details` entry: it becomes `details.KEY=` in the
-/// record, so it is restricted to characters that cannot forge a field.
-pub fn valid_detail_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// Bracket sources that an Engine name may not take (compared
-/// case-insensitively, surrounding white space ignored): an Engine called
-/// `Portal` would write `[Portal|…]` and pass for a Portal record. `Engine`
-/// itself is allowed: it is what an Engine record without a name shows.
-pub const RESERVED_ENGINE_NAMES: [&str; 4] = ["Console", "WebConsole", "Portal", "Appliance"];
-
-/// Whether `name` is one of [`RESERVED_ENGINE_NAMES`].
-pub fn is_reserved_engine_name(name: &str) -> bool {
-    let name = name.trim();
-    RESERVED_ENGINE_NAMES
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(name))
-}
-
 /// An event as sent by a client, after JSON decoding and before validation.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,34 +120,10 @@ pub struct WireEvent {
     pub id: Option<String>,
 }
 
-/// A validated event, ready for the ACL check and the writer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    /// The audit code, inside a component range.
-    pub code: u32,
-    /// The component named by the client, if any (it matches the code's range).
-    pub component: Option<Component>,
-    /// The acting account.
-    pub user: Option<String>,
-    /// Remote address of the acting user.
-    pub client: Option<String>,
-    /// The Engine's name.
-    pub engine: Option<String>,
-    /// Which description of the code is meant.
-    pub description: Option<String>,
-    /// The component's own clock, as sent (validated RFC 3339).
-    pub time: Option<String>,
-    /// Free text.
-    pub message: Option<String>,
-    /// Extra values.
-    pub details: Details,
-    /// Idempotency key.
-    pub id: Option<String>,
-}
-
 /// Parses and validates one line (without its newline; a trailing `\r` is
 /// tolerated). `strict_codes` rejects codes the catalog does not list.
-pub fn parse_line(line: &[u8], strict_codes: bool) -> Result<Event, Refusal> {
+/// The entry's origin is left zero: the peer credentials are the caller's.
+pub fn parse_line(line: &[u8], strict_codes: bool) -> Result<Entry, Refusal> {
     if line.len() > MAX_LINE {
         return Err(Refusal::new(
             ErrorKind::TooLarge,
@@ -376,8 +184,10 @@ fn check_text(name: &str, v: &Option<String>, max: usize) -> Result<(), Refusal>
     Ok(())
 }
 
-/// Validates a decoded event (SPEC §3).
-pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
+/// Validates a decoded event (SPEC §3) into the entry the writer appends:
+/// the one type an event has from here on. Its component is the code's
+/// range (a component the client names must match it), resolved here once.
+pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Entry, Refusal> {
     let num = w
         .code
         .ok_or_else(|| Refusal::new(ErrorKind::MissingField, "missing field `code`"))?;
@@ -392,8 +202,8 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
             format!("code {code} is outside every component range"),
         )
     })?;
-    let component = match &w.component {
-        None => None,
+    match &w.component {
+        None => {}
         Some(name) => {
             let c = Component::parse(name).ok_or_else(|| {
                 bad(format!(
@@ -403,9 +213,8 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
             if c != range {
                 return Err(bad(format!("code {code} belongs to {range}, not {c}")));
             }
-            Some(c)
         }
-    };
+    }
     if strict_codes && !crate::catalog::is_known(code) {
         return Err(Refusal::new(
             ErrorKind::UnknownCode,
@@ -432,9 +241,9 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
         chrono::DateTime::parse_from_rfc3339(t)
             .map_err(|e| bad(format!("time {t:?} is not RFC 3339: {e}")))?;
     }
-    Ok(Event {
+    Ok(Entry {
         code,
-        component,
+        component: range,
         user: w.user,
         client: w.client,
         engine: w.engine,
@@ -443,6 +252,8 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Event, Refusal> {
         message: w.message,
         details: w.details.unwrap_or_default(),
         id: w.id,
+        origin: Origin::default(),
+        fields: Vec::new(),
     })
 }
 

@@ -7,7 +7,14 @@
 //! running daemon how it is doing.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// Path of the status file in the state directory: written by the daemon,
+/// read by `nxaudit status`.
+pub fn status_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
 
 /// Named status sections.
 #[derive(Debug, Clone, Default)]

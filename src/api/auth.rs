@@ -67,22 +67,7 @@ pub enum AuthError {
     Scope,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Hmac,
-    Rsa,
-    Ec,
-    Ed,
-}
-
-fn family(a: Algorithm) -> Family {
-    match a {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Family::Hmac,
-        Algorithm::ES256 | Algorithm::ES384 => Family::Ec,
-        Algorithm::EdDSA => Family::Ed,
-        _ => Family::Rsa,
-    }
-}
+use crate::config::JwtFamily as Family;
 
 /// A key with what it may verify.
 struct Key {
@@ -130,30 +115,19 @@ impl Verifier {
         })
     }
 
-    /// Builds a verifier from algorithm names and key material.
+    /// Builds a verifier from algorithms (one family) and key material.
     pub fn new(
-        algorithms: &[String],
+        algorithms: &[Algorithm],
         key: &[u8],
         audience: Option<&str>,
         issuer: Option<&str>,
     ) -> Result<Verifier, ApiError> {
-        let algs = algorithms
-            .iter()
-            .map(|a| {
-                Algorithm::from_str(a.trim()).map_err(|_| {
-                    ApiError::Config(format!("api.jwt_algorithms: unknown algorithm {a:?}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some(first) = algs.first().copied() else {
+        let fam = crate::config::check_jwt_algorithms(algorithms)
+            .map_err(|why| ApiError::Config(format!("api.jwt_algorithms {why}")))?;
+        let Some(&first) = algorithms.first() else {
             return Err(ApiError::Config("api.jwt_algorithms is empty".into()));
         };
-        let fam = family(first);
-        if algs.iter().any(|a| family(*a) != fam) {
-            return Err(ApiError::Config(
-                "api.jwt_algorithms must all be of one family (HS*, RS*/PS*, ES* or EdDSA)".into(),
-            ));
-        }
+        let algs = algorithms.to_vec();
         let keys = load_keys(fam, key)?;
         let mut validation = Validation::new(first);
         validation.algorithms = algs;
@@ -419,7 +393,7 @@ mod tests {
     }
 
     fn verifier(aud: Option<&str>, iss: Option<&str>) -> Verifier {
-        Verifier::new(&["HS256".into()], SECRET, aud, iss).unwrap()
+        Verifier::new(&[Algorithm::HS256], SECRET, aud, iss).unwrap()
     }
 
     #[test]
@@ -590,11 +564,10 @@ mod tests {
     #[test]
     fn config_errors() {
         assert!(Verifier::new(&[], SECRET, None, None).is_err());
-        assert!(Verifier::new(&["HS256".into(), "RS256".into()], SECRET, None, None).is_err());
-        assert!(Verifier::new(&["none".into()], SECRET, None, None).is_err());
-        assert!(Verifier::new(&["HS256".into()], b"short", None, None).is_err());
-        assert!(Verifier::new(&["RS256".into()], b"not a pem", None, None).is_err());
-        assert!(Verifier::new(&["ES256".into()], b"{\"keys\":[]}", None, None).is_err());
+        assert!(Verifier::new(&[Algorithm::HS256, Algorithm::RS256], SECRET, None, None).is_err());
+        assert!(Verifier::new(&[Algorithm::HS256], b"short", None, None).is_err());
+        assert!(Verifier::new(&[Algorithm::RS256], b"not a pem", None, None).is_err());
+        assert!(Verifier::new(&[Algorithm::ES256], b"{\"keys\":[]}", None, None).is_err());
     }
 
     #[test]
@@ -605,7 +578,7 @@ mod tests {
         let claims = json!({"exp": now() + 600, "scope": SCOPE});
         let mut header = Header::new(Algorithm::ES256);
         let t = encode(&header, &claims, &enc).unwrap();
-        let v = Verifier::new(&["ES256".into()], pem.as_bytes(), None, None).unwrap();
+        let v = Verifier::new(&[Algorithm::ES256], pem.as_bytes(), None, None).unwrap();
         assert_eq!(v.verify(&t), Ok(()));
         // JWKS with kid selection.
         let raw = kp.public_key_raw();
@@ -614,7 +587,8 @@ mod tests {
             {"kty": "EC", "crv": "P-256", "kid": "other", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])},
             {"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}
         ]});
-        let v = Verifier::new(&["ES256".into()], jwks.to_string().as_bytes(), None, None).unwrap();
+        let v =
+            Verifier::new(&[Algorithm::ES256], jwks.to_string().as_bytes(), None, None).unwrap();
         header.kid = Some("k1".into());
         assert_eq!(v.verify(&encode(&header, &claims, &enc).unwrap()), Ok(()));
         header.kid = Some("unknown".into());
@@ -629,7 +603,7 @@ mod tests {
             &EncodingKey::from_secret(pem.as_bytes()),
         )
         .unwrap();
-        let v = Verifier::new(&["ES256".into()], pem.as_bytes(), None, None).unwrap();
+        let v = Verifier::new(&[Algorithm::ES256], pem.as_bytes(), None, None).unwrap();
         assert_eq!(v.verify(&confused), Err(AuthError::Invalid));
     }
 }

@@ -109,27 +109,7 @@ fn own_names(cfg: &Config) -> Vec<String> {
 /// Resolves everything the server needs from the configuration.
 pub fn prepare(cfg: &Config, opts: &Options) -> Result<Prepared, ApiError> {
     let api = &cfg.api;
-    let role = Role::parse(&api.role).ok_or_else(|| {
-        ApiError::Config(format!(
-            "api.role must be \"portal\" or \"engine\", not {:?}",
-            api.role
-        ))
-    })?;
-    if api.max_connections == 0 || api.max_connections_per_addr == 0 {
-        return Err(ApiError::Config(
-            "api.max_connections and api.max_connections_per_addr must be at least 1".into(),
-        ));
-    }
-    for (key, d) in [
-        ("request_timeout", api.request_timeout),
-        ("handshake_timeout", api.handshake_timeout),
-        ("header_timeout", api.header_timeout),
-        ("write_timeout", api.write_timeout),
-    ] {
-        if d.is_zero() {
-            return Err(ApiError::Config(format!("api.{key} must be positive")));
-        }
-    }
+    let role = api.role;
     let verifier = auth::Verifier::from_config(api)?;
     let server_tls = tls::server_config(&api.tls_cert, &api.tls_key)?;
     let engine_tls = tls::engine_tls_from_env_file(&api.env_file)?;

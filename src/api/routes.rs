@@ -47,25 +47,8 @@ pub const ENGINE_ROUTE: &str = "/audit-trail/api/v1/engine/{engine}/type/auditlo
 /// Route of all Engines' logs.
 pub const ENGINES_ROUTE: &str = "/audit-trail/api/v1/engines/type/auditlog";
 
-/// Which appliance this server runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The Portal: serves its log and federates the Engines.
-    Portal,
-    /// An Engine: serves its own log.
-    Engine,
-}
-
-impl Role {
-    /// Parses `[api] role`.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "portal" => Some(Role::Portal),
-            "engine" => Some(Role::Engine),
-            _ => None,
-        }
-    }
-}
+/// Which appliance this server runs on (`[api] role`, typed at load).
+pub use crate::config::ApiRole as Role;
 
 /// What the handlers share.
 #[derive(Debug)]

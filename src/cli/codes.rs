@@ -11,8 +11,8 @@ use std::io::Write;
 use anyhow::Context as _;
 
 use super::Context;
+use crate::catalog::Component;
 use crate::catalog::{self, CodeInfo};
-use crate::protocol::Component;
 
 /// Arguments of `nxaudit codes`.
 #[derive(Debug, Clone, clap::Args)]

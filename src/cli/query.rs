@@ -25,8 +25,8 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::Context;
-use crate::protocol::Component;
-use crate::record::{self, ParsedRecord};
+use crate::catalog::Component;
+use crate::record;
 use crate::search::{self, Filter, Search, Window};
 
 /// Above this many bytes to read, progress is shown on stderr.
@@ -137,31 +137,8 @@ pub fn filter(args: &Args) -> anyhow::Result<Filter> {
         codes: args.code.clone(),
         components,
         users: args.user.clone(),
+        ..Filter::default()
     })
-}
-
-/// A record as a JSON object (the fields of the JSON log format).
-pub fn record_json(r: &ParsedRecord) -> Value {
-    let mut m = Map::new();
-    m.insert("ts".into(), Value::String(record::format_ts(r.ts)));
-    m.insert("host".into(), Value::String(r.host.clone()));
-    m.insert("source".into(), Value::String(r.source.clone()));
-    m.insert("category".into(), Value::String(r.category.clone()));
-    m.insert("code".into(), Value::from(r.code));
-    m.insert("account".into(), Value::String(r.account.clone()));
-    m.insert("text".into(), Value::String(r.text.clone()));
-    m.insert("seq".into(), Value::from(r.seq));
-    m.insert("pid".into(), Value::from(r.pid));
-    m.insert("uid".into(), Value::from(r.uid));
-    m.insert("gid".into(), Value::from(r.gid));
-    let fields: Map<String, Value> = r
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    m.insert("fields".into(), Value::Object(fields));
-    m.insert("h".into(), Value::String(r.h.clone()));
-    Value::Object(m)
 }
 
 /// Writes one chunk of whole lines as JSON objects, one a line. A line that
@@ -178,7 +155,7 @@ fn write_json(out: &mut impl Write, chunk: &[u8]) -> io::Result<()> {
             continue;
         }
         let v = match record::parse_line(&text) {
-            Ok(r) => record_json(&r),
+            Ok(r) => r.to_json(),
             Err(_) => {
                 let mut m = Map::new();
                 m.insert("unparsed".into(), Value::String(text.into_owned()));

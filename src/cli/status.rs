@@ -21,7 +21,7 @@ pub struct Args {
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let running = super::rotate::daemon_pid(ctx).ok();
-    let path = crate::daemon::status_file(&ctx.config.state_dir);
+    let path = crate::status::status_file(&ctx.config.state_dir);
     let doc: Value = match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display()))?,
         Err(_) => serde_json::json!({}),

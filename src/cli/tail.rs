@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::Context;
+use crate::catalog::Component;
 use crate::logset::{end_of_last_line, last_lines_before};
-use crate::protocol::Component;
 use crate::reader::{LogFollower, RecordFilter};
 use crate::record;
 

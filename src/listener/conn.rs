@@ -26,8 +26,8 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::Shared;
-use crate::protocol::{self, Component, ErrorKind, Refusal, Reply, MAX_LINE};
-use crate::record::{Entry, Origin};
+use crate::protocol::{self, ErrorKind, Refusal, Reply, MAX_LINE};
+use crate::record::Origin;
 use crate::shutdown::Shutdown;
 use crate::writer::{escaped_bound, Ack, AppendError};
 
@@ -335,15 +335,13 @@ async fn process(
         ));
     }
     let strict = shared.strict_codes.load(Ordering::Relaxed);
-    let ev = match protocol::parse_line(&line, strict) {
-        Ok(ev) => ev,
+    let mut entry = match protocol::parse_line(&line, strict) {
+        Ok(e) => e,
         Err(r) => return refused(r),
     };
     drop(line);
-    let component = match ev.component.or_else(|| Component::of_code(ev.code)) {
-        Some(c) => c,
-        None => return refused(Refusal::new(ErrorKind::UnknownCode, "no component")),
-    };
+    entry.origin = origin;
+    let component = entry.component;
     let allowed = match shared.acl.read() {
         Ok(acl) => acl.allows(origin.uid, component),
         Err(_) => false,
@@ -354,7 +352,6 @@ async fn process(
             format!("uid {} may not write {component} events", origin.uid),
         ));
     }
-    let entry = Entry::from_event(ev, component, origin);
     // Back-pressure: this connection stops being read until the writer has
     // answered enough of its earlier events.
     let cost = escaped_bound(&entry).min(u64::from(in_flight.cap)) as u32;

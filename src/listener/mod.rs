@@ -15,7 +15,6 @@
 pub mod conn;
 
 use std::collections::HashMap;
-use std::os::fd::FromRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +25,9 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::catalog::Component;
 use crate::config::{ClientRule, Config};
-use crate::protocol::{Component, ErrorKind, Refusal, Reply};
+use crate::protocol::{ErrorKind, Refusal, Reply};
 use crate::shutdown::Shutdown;
 use crate::writer::WriterHandle;
 
@@ -74,7 +74,7 @@ impl Acl {
                 _ => None,
             };
             if let Some(uid) = uid {
-                let comps = r.components.iter().filter_map(|c| Component::parse(c));
+                let comps = r.components.iter().copied();
                 by_uid.entry(uid).or_default().extend(comps);
             }
         }
@@ -299,7 +299,7 @@ pub struct Bound {
 
 /// Binds the socket, or takes the one systemd passed (`LISTEN_FDS`).
 pub fn bind(cfg: &Config) -> Result<Bound, ListenError> {
-    if let Some(listener) = from_systemd()? {
+    if let Some(listener) = from_systemd(&cfg.socket)? {
         info!("using the socket passed by systemd");
         return Ok(Bound {
             listener,
@@ -322,46 +322,29 @@ pub fn bind(cfg: &Config) -> Result<Bound, ListenError> {
         std::fs::remove_file(path).map_err(io("remove stale socket"))?;
     }
     let l = UnixListener::bind(path).map_err(io("bind"))?;
-    let mode = crate::config::parse_mode(&cfg.listener.mode).unwrap_or(0o660);
+    let mode = cfg.listener.mode.bits();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io("set mode of"))?;
-    crate::daemon::set_group(path, &cfg.listener.group);
+    crate::fsutil::set_group_path(path, &cfg.listener.group);
     Ok(Bound {
         listener: l,
         owned: true,
     })
 }
 
-fn from_systemd() -> Result<Option<UnixListener>, ListenError> {
-    let pid_ok = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|p| p == std::process::id());
-    let fds = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<i32>().ok())
-        .unwrap_or(0);
-    if !pid_ok || fds < 1 {
+fn from_systemd(path: &Path) -> Result<Option<UnixListener>, ListenError> {
+    let fd = crate::sdsocket::take(path, crate::sdsocket::Kind::Stream);
+    crate::sdsocket::forget_environment();
+    let Some(fd) = fd else {
         return Ok(None);
-    }
-    std::env::remove_var("LISTEN_PID");
-    std::env::remove_var("LISTEN_FDS");
-    std::env::remove_var("LISTEN_FDNAMES");
-    // SAFETY: systemd passes the first socket as fd 3 (SD_LISTEN_FDS_START)
-    // and we take ownership of it exactly once, after checking LISTEN_PID.
-    let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+    };
+    let std_l = std::os::unix::net::UnixListener::from(fd);
     let io = |source| ListenError::Io {
         what: "adopt systemd socket",
-        path: PathBuf::from("fd:3"),
+        path: path.to_path_buf(),
         source,
     };
     std_l.set_nonblocking(true).map_err(io)?;
-    // Keep it out of children (the journalctl follower).
-    nix::fcntl::fcntl(
-        3,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map_err(|e| io(std::io::Error::from(e)))?;
     UnixListener::from_std(std_l).map(Some).map_err(io)
 }
 

@@ -1,10 +1,10 @@
 //! Which records a reader of the log wants: by code, component, account
-//! and time. One filter for the forwarder, the file sink and `nxaudit
-//! tail`, so "only SSH and sudo" means the same thing everywhere.
+//! and time. One filter for the sinks, `nxaudit tail`, `nxaudit query` and
+//! the API's search, so "only SSH and sudo" means the same thing everywhere.
 
 use chrono::{DateTime, Utc};
 
-use crate::protocol::Component;
+use crate::catalog::Component;
 use crate::record::ParsedRecord;
 
 /// A record filter; every empty criterion matches all, and a record must
@@ -24,23 +24,13 @@ pub struct RecordFilter {
 }
 
 impl RecordFilter {
-    /// A filter by codes and component names; a name that is not a
-    /// component (config validation refuses those) matches nothing.
-    pub fn by_code_and_component(codes: &[u32], components: &[String]) -> RecordFilter {
-        let parsed: Vec<Component> = components
-            .iter()
-            .filter_map(|c| Component::parse(c))
-            .collect();
-        let mut f = RecordFilter {
+    /// A filter by codes and components.
+    pub fn by_code_and_component(codes: &[u32], components: &[Component]) -> RecordFilter {
+        RecordFilter {
             codes: codes.to_vec(),
-            components: parsed,
+            components: components.to_vec(),
             ..Default::default()
-        };
-        if f.components.is_empty() && !components.is_empty() {
-            // Only unknown names: nothing can match.
-            f.codes = vec![0];
         }
-        f
     }
 
     /// Whether nothing is filtered out.
@@ -62,6 +52,18 @@ impl RecordFilter {
             && (self.users.is_empty() || self.users.contains(&rec.account))
             && self.since.map_or(true, |s| rec.ts >= s)
             && self.until.map_or(true, |u| rec.ts < u)
+    }
+
+    /// Whether a raw line (newline excluded) is a record that is wanted;
+    /// with no criterion, every line (also one that is not a record).
+    pub fn matches_line(&self, line: &[u8]) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            return false;
+        };
+        crate::record::parse_line(text).is_ok_and(|r| self.matches(&r))
     }
 }
 
@@ -86,11 +88,9 @@ mod tests {
         };
         assert!(ssh_sudo.matches(&rec(60101, "a")));
         assert!(!ssh_sudo.matches(&rec(60201, "a")));
-        let f = RecordFilter::by_code_and_component(&[], &["Appliance".into()]);
+        let f = RecordFilter::by_code_and_component(&[], &[Component::Appliance]);
         assert!(f.matches(&rec(60001, "a")));
         assert!(!f.matches(&rec(50000, "a")));
-        let none = RecordFilter::by_code_and_component(&[], &["Nope".into()]);
-        assert!(!none.matches(&rec(60001, "a")));
         let user = RecordFilter {
             users: vec!["nexthink".into()],
             ..Default::default()

@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::sink::Sink;
+use crate::catalog::Component;
+use crate::config::values::FileMode;
 use crate::fsutil::{self, Access, Dir};
 use crate::logset;
 use crate::reader::{LogRecord, RecordFilter};
@@ -47,9 +49,9 @@ pub struct FileSinkConfig {
     /// Codes copied; empty = all.
     pub codes: Vec<u32>,
     /// Components copied; empty = all.
-    pub components: Vec<String>,
-    /// Mode of a newly created file (octal).
-    pub mode: String,
+    pub components: Vec<Component>,
+    /// Mode of a newly created file (an octal string in the file).
+    pub mode: FileMode,
     /// Group of the file (empty: the daemon's).
     pub group: String,
     /// Size at which the file is moved to `<path>.1` (0 = never).
@@ -63,7 +65,7 @@ impl Default for FileSinkConfig {
             path: "/var/log/nexthink/audit-copy.log".into(),
             codes: Vec::new(),
             components: Vec::new(),
-            mode: "0640".into(),
+            mode: FileMode::new(0o640),
             group: "nxaudit-read".into(),
             max_bytes: 0,
         }
@@ -73,9 +75,6 @@ impl Default for FileSinkConfig {
 /// Errors of the section, found at load.
 #[derive(Debug, thiserror::Error)]
 pub enum FileSinkError {
-    /// `mode` is not an octal file mode.
-    #[error("sinks.file.mode must be octal, e.g. \"0640\" (got {0:?})")]
-    Mode(String),
     /// `path` has no file name.
     #[error("sinks.file.path must name a file (got {0:?})")]
     Path(PathBuf),
@@ -84,16 +83,8 @@ pub enum FileSinkError {
 impl FileSinkConfig {
     /// Checks the values `build` needs.
     pub fn validate(&self) -> Result<(), FileSinkError> {
-        self.file_mode()?;
         split(&self.path)?;
         Ok(())
-    }
-
-    fn file_mode(&self) -> Result<u32, FileSinkError> {
-        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| FileSinkError::Mode(self.mode.clone()))
     }
 
     /// The running sink.
@@ -102,7 +93,7 @@ impl FileSinkConfig {
         Ok(FileSink {
             dir,
             name,
-            mode: self.file_mode()?,
+            mode: self.mode.bits(),
             group: self.group.clone(),
             max_bytes: self.max_bytes,
             filter: RecordFilter::by_code_and_component(&self.codes, &self.components),
@@ -434,14 +425,23 @@ mod tests {
     #[test]
     fn bad_values_are_refused_at_load() {
         let c = FileSinkConfig {
-            mode: "rw-r-----".into(),
-            ..Default::default()
-        };
-        assert!(matches!(c.validate(), Err(FileSinkError::Mode(_))));
-        let c = FileSinkConfig {
             path: "/".into(),
             ..Default::default()
         };
         assert!(matches!(c.validate(), Err(FileSinkError::Path(_))));
+        let e = crate::config::Config::from_toml(
+            "[sinks.file]\nmode = \"rw-r-----\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mode"), "{e}");
+        let e = crate::config::Config::from_toml(
+            "[sinks.file]\ncomponents = [\"Nope\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("components"), "{e}");
     }
 }

@@ -41,7 +41,7 @@
 
 use std::io;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -384,7 +384,8 @@ pub fn open_socket(path: &Path, group: &str) -> Result<(UnixDatagram, bool), Int
         let path = path.to_path_buf();
         move |source| IntakeError::Io { what, path, source }
     };
-    if let Some(std_sock) = inherited_socket(path) {
+    if let Some(fd) = crate::sdsocket::take(path, crate::sdsocket::Kind::Datagram) {
+        let std_sock = std::os::unix::net::UnixDatagram::from(fd);
         std_sock
             .set_nonblocking(true)
             .map_err(io_err("set non-blocking"))?;
@@ -407,7 +408,7 @@ pub fn open_socket(path: &Path, group: &str) -> Result<(UnixDatagram, bool), Int
     pass_credentials(&sock).map_err(io_err("enable SO_PASSCRED on"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(io_err("set mode of"))?;
-    crate::daemon::set_group(path, group);
+    crate::fsutil::set_group_path(path, group);
     // Best effort: a larger queue absorbs bursts (rsyslog blocks meanwhile).
     let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &RCVBUF);
     Ok((sock, false))
@@ -459,34 +460,6 @@ pub fn proven_sender(msg: &syslog_msg::SyslogMessage) -> Sender {
         exe: one("exe"),
         comm: one("comm"),
     }
-}
-
-/// A datagram socket bound to `path` among the file descriptors systemd
-/// passes (3 and up), recognized by type and address.
-fn inherited_socket(path: &Path) -> Option<std::os::unix::net::UnixDatagram> {
-    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, UnixAddr};
-    // systemd passes at most a handful; 3..32 covers any unit file.
-    for fd in 3 as RawFd..32 {
-        // SAFETY: the descriptor is only borrowed for the duration of these
-        // calls; a closed number makes them fail with EBADF.
-        let b = unsafe { BorrowedFd::borrow_raw(fd) };
-        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-            continue;
-        }
-        if getsockopt(&b, sockopt::SockType).ok() != Some(SockType::Datagram) {
-            continue;
-        }
-        let Ok(addr) = getsockname::<UnixAddr>(b.as_raw_fd()) else {
-            continue;
-        };
-        if addr.path() == Some(path) {
-            // SAFETY: a datagram socket bound to our configured path is only
-            // ever created by systemd for us; we take ownership of it once
-            // (this runs once per daemon start).
-            return Some(unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(fd) });
-        }
-    }
-    None
 }
 
 #[cfg(test)]

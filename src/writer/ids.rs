@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 
-use crate::protocol::Component;
+use crate::catalog::Component;
 
 /// Estimated bytes one id costs in a generation map at its worst load
 /// factor: a 32-byte bucket (u128 key, u64 seq, alignment) plus control

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::{Ack, AppendError, Reply, WriterStats};
+use crate::catalog::appliance;
 use crate::config::{Config, FlushPolicy, LogConfig};
 use crate::fsutil::{self, Access, Dir, FsError};
 use crate::logset;
@@ -250,7 +251,7 @@ impl LogWriter {
             path: cfg.log.chain_key_file.clone(),
             why: e.to_string(),
         })?;
-        let file_mode = crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640);
+        let file_mode = cfg.log.mode.bits();
         let active = dir.join(logset::ACTIVE);
         let mut recovery = Recovery::default();
         let previous = open_previous(&dir);
@@ -387,7 +388,8 @@ impl LogWriter {
             source: io::Error::other(e.to_string()),
         };
         if recovery.torn_bytes > 0 {
-            let e = Entry::appliance(60906).field("bytes", recovery.torn_bytes.to_string());
+            let e = Entry::appliance(appliance::TORN_TAIL_REPAIRED)
+                .field("bytes", recovery.torn_bytes.to_string());
             w.append_own(e).map_err(io_fail)?;
         }
         let flush = match cfg.log.flush {
@@ -395,7 +397,7 @@ impl LogWriter {
             FlushPolicy::Interval => "interval",
             FlushPolicy::None => "none",
         };
-        let start = Entry::appliance(60901)
+        let start = Entry::appliance(appliance::DAEMON_STARTED)
             .field("version", env!("CARGO_PKG_VERSION"))
             .field("flush", flush)
             .field(
@@ -530,7 +532,7 @@ impl LogWriter {
         let mut written = 0u64;
         let refused_before = self.refused_pending;
         if refused_before > 0 {
-            let e = Entry::appliance(60905)
+            let e = Entry::appliance(appliance::DISK_FULL_REFUSED)
                 .field("refused", refused_before.to_string())
                 .with_message(format!(
                     "Audit events refused while the disk was full: {refused_before}"
@@ -691,7 +693,7 @@ impl LogWriter {
         );
         self.compressor
             .set_retention(super::Retention::from_config(&self.cfg));
-        let e = Entry::appliance(60904).field("changed", changed.join(","));
+        let e = Entry::appliance(appliance::RELOADED).field("changed", changed.join(","));
         self.append_own(e)
     }
 
@@ -731,7 +733,7 @@ impl LogWriter {
         self.file_first_seq = self.next_seq;
         self.file_start = Utc::now().max(self.last_ts);
         let prev_h = self.last_h.clone();
-        let e = Entry::appliance(60903)
+        let e = Entry::appliance(appliance::ROTATED)
             .field("previous", name.clone())
             .field("previous_h", prev_h)
             .field("reason", reason);

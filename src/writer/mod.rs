@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::catalog::appliance;
 use crate::config::{Config, LogConfig};
 use crate::reader::Readers;
 use crate::record::Entry;
@@ -358,8 +359,10 @@ fn writer_loop(
                 for q in lanes.close() {
                     let _ = q.reply.send(Err(AppendError::ShuttingDown));
                 }
-                let res =
-                    log.append_own(Entry::appliance(60902).with_message("Audit daemon stopped"));
+                let res = log.append_own(
+                    Entry::appliance(appliance::DAEMON_STOPPED)
+                        .with_message("Audit daemon stopped"),
+                );
                 log.sync_now();
                 let _ = r.send(res);
                 rx.close();

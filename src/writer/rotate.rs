@@ -78,7 +78,7 @@ impl Compressor {
             codec: cfg.log.compress,
             retention: Retention::from_config(&cfg.log),
             readers,
-            mode: crate::config::parse_mode(&cfg.log.mode).unwrap_or(0o640),
+            mode: cfg.log.mode.bits(),
             group: cfg.log.group.clone(),
         };
         let (tx, rx) = mpsc::channel::<Job>();

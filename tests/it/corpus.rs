@@ -29,7 +29,9 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use nxaudit::protocol::{self, Component, ErrorKind, Event, MAX_LINE};
+use nxaudit::catalog::Component;
+use nxaudit::protocol::{self, ErrorKind, MAX_LINE};
+use nxaudit::record::Entry as Event;
 use nxaudit::record::ParsedRecord;
 use serde_json::Value;
 
@@ -815,10 +817,7 @@ fn expected_fields(ev: &Event) -> Vec<(String, String)> {
 /// Whether the record is the event as sent by this process; why not if not.
 fn record_matches(rec: &ParsedRecord, ev: &Event, pid: u32) -> Result<(), String> {
     let mut diffs = Vec::new();
-    let component = ev
-        .component
-        .or_else(|| Component::of_code(ev.code))
-        .expect("validated code has a component");
+    let component = ev.component;
     if rec.code != ev.code {
         diffs.push(format!("code {} != {}", rec.code, ev.code));
     }

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use nxaudit::catalog::Component;
 use nxaudit::logset;
-use nxaudit::protocol::Component;
 use nxaudit::record::{self, seal, text_body, Chain, Entry, Format, Origin, Stamp, GENESIS};
 
 /// How a generated file is stored.

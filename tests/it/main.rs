@@ -15,6 +15,7 @@ mod hostile_files;
 mod hostile_records;
 mod hostile_syslog;
 mod journal;
+mod layering;
 mod lifecycle;
 mod logsets;
 mod operator;

@@ -258,6 +258,81 @@ fn check_config_says_what_it_checked() {
     );
 }
 
+/// Values the type of their key refuses, each with the key the message
+/// must name.
+const BAD_VALUES: &[(&str, &str)] = &[
+    ("[listener]\nmode = \"0x660\"\n", "listener.mode"),
+    ("[listener]\nmode = 660\n", "listener.mode"),
+    ("[log]\nmode = \"rw-r-----\"\n", "log.mode"),
+    ("[log]\nmode = \"017777\"\n", "log.mode"),
+    (
+        "[[clients]]\nuid = 5\ncomponents = [\"Portl\"]\n",
+        "clients[0].components",
+    ),
+    (
+        "[forward]\ncomponents = [\"Engine\", \"Nope\"]\n",
+        "forward.components",
+    ),
+    ("[api]\nrole = \"portl\"\n", "api.role"),
+    (
+        "[api]\njwt_algorithms = [\"RS256\", \"none\"]\n",
+        "api.jwt_algorithms",
+    ),
+    (
+        "[api]\njwt_algorithms = [\"RS256\", \"HS256\"]\n",
+        "api.jwt_algorithms",
+    ),
+    ("[api]\njwt_algorithms = []\n", "api.jwt_algorithms"),
+    ("[api]\nrequest_timeout = \"0s\"\n", "api.request_timeout"),
+    ("[api]\nmax_connections = 0\n", "api.max_connections"),
+    (
+        "[listener]\nidle_timeout = \"5 fortnights\"\n",
+        "listener.idle_timeout",
+    ),
+    ("[log]\nrotate_size = \"lots\"\n", "log.rotate_size"),
+    ("[log]\ncompress = \"lz4\"\n", "log.compress"),
+];
+
+#[test]
+fn check_config_refuses_each_bad_value_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    for (text, key) in BAD_VALUES {
+        std::fs::write(&file, text).unwrap();
+        let (shown, o) = run(Command::new(daemon_bin())
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&file)
+            .arg("--base-dir")
+            .arg(dir.path()));
+        assert!(
+            !o.status.success(),
+            "accepted {text:?}\n{}",
+            explain(&shown, &o)
+        );
+        assert!(
+            stderr(&o).contains(key),
+            "{text:?}: message does not name {key}\n{}",
+            explain(&shown, &o)
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_role_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[api]\nrole = \"portl\"\n").unwrap();
+    let (shown, o) = run(Command::new(cli_bin())
+        .arg("--config")
+        .arg(&file)
+        .arg("--base-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"]));
+    assert!(!o.status.success(), "{}", explain(&shown, &o));
+    assert!(stderr(&o).contains("api.role"), "{}", explain(&shown, &o));
+}
+
 #[test]
 fn version_names_each_binary() {
     for (bin, name) in [(daemon_bin(), "nxauditd"), (cli_bin(), "nxaudit")] {

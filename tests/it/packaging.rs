@@ -257,7 +257,10 @@ fn units_and_tmpfiles_agree_with_the_config_defaults() {
         unit_value("nxauditd.socket", "SocketGroup"),
         c.listener.group
     );
-    assert_eq!(unit_value("nxauditd.socket", "SocketMode"), c.listener.mode);
+    assert_eq!(
+        unit_value("nxauditd.socket", "SocketMode"),
+        c.listener.mode.to_string()
+    );
     let groups = unit_value("nxauditd.service", "SupplementaryGroups");
     assert!(
         groups.split_whitespace().any(|g| g == c.log.group),
@@ -306,7 +309,7 @@ fn shipped_config_parses_and_documents_the_defaults() {
     assert_eq!(
         cfg, expected,
         "packaging/nxauditd.toml must state the built-in defaults, except [forward] \
-         target and [auth] source (a changed default in src/config.rs must be changed there too)"
+         target and [auth] source (a changed default in src/config/mod.rs must be changed there too)"
     );
     // The rsyslog drop-in listens where the shipped config forwards, and
     // the optional intake file sends sshd/sudo where the intake (and

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::sink::Sink;
+use crate::catalog::Component;
 use crate::reader::{LogRecord, RecordFilter};
 
 pub mod delivery;
@@ -47,7 +48,7 @@ pub struct ForwardConfig {
     /// Codes forwarded; empty = all.
     pub codes: Vec<u32>,
     /// Components forwarded; empty = all.
-    pub components: Vec<String>,
+    pub components: Vec<Component>,
 }
 
 impl Default for ForwardConfig {

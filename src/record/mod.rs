@@ -27,14 +27,22 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::catalog;
-use crate::protocol::{Component, Details, Event};
+use crate::catalog::Component;
+
+pub mod details;
+pub mod escape;
+mod parse;
+
+pub use details::{DetailValue, Details};
+pub use escape::{escape_host, escape_quoted, escape_unquoted, is_invisible, unescape};
+pub use parse::{line_timestamp, parse_json, parse_line, parse_text, ParsedRecord};
 
 /// The chain value before the first record of a fresh log.
 pub const GENESIS: &str = "00000000000000000000000000000000";
 
 /// Who submitted an entry: the peer credentials of a socket client, or the
 /// daemon itself for its own sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Origin {
     /// Sender's process id.
     pub pid: u32,
@@ -82,7 +90,7 @@ pub struct Entry {
     /// Who sent it.
     pub origin: Origin,
     /// Source-specific fields written after the event's own, in order.
-    /// Keys must satisfy [`crate::protocol::valid_detail_key`].
+    /// Keys must satisfy [`details::valid_detail_key`].
     pub fields: Vec<(String, String)>,
 }
 
@@ -101,24 +109,6 @@ impl Entry {
             details: Details::default(),
             id: None,
             origin: Origin::daemon(),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Builds an entry from a validated socket event.
-    pub fn from_event(ev: Event, component: Component, origin: Origin) -> Entry {
-        Entry {
-            code: ev.code,
-            component,
-            user: ev.user,
-            client: ev.client,
-            engine: ev.engine,
-            description: ev.description,
-            time: ev.time,
-            message: ev.message,
-            details: ev.details,
-            id: ev.id,
-            origin,
             fields: Vec::new(),
         }
     }
@@ -266,7 +256,7 @@ pub fn source_of(e: &Entry) -> String {
         Component::Engine => e
             .engine
             .clone()
-            .filter(|s| !s.is_empty() && !crate::protocol::is_reserved_engine_name(s))
+            .filter(|s| !s.is_empty() && !crate::catalog::is_reserved_engine_name(s))
             .unwrap_or_else(|| "Engine".into()),
         Component::Appliance => "Appliance".into(),
     }
@@ -378,154 +368,6 @@ pub fn fill_format(fmt: &str, e: &Entry, account: &str) -> String {
     out
 }
 
-/// Escapes `s` for the text or a bracket field (unquoted): `\\`, `\n`,
-/// control bytes and the bracket characters `|`, `[`, `]` as `\xNN`,
-/// invisible or reordering characters as `\u{…}` (see [`is_invisible`]).
-/// The result has no raw `|`, `[` or `]`, so it can neither end a bracket
-/// field, open a second bracket, nor imitate the ` | ` before the trailer.
-pub fn escape_unquoted(s: &str, out: &mut String) {
-    escape_into(s, out, b"");
-}
-
-/// Escapes the host name token: as [`escape_unquoted`], plus the space
-/// that ends the token (a configured name is validated, this keeps any
-/// other name parseable).
-pub fn escape_host(s: &str, out: &mut String) {
-    escape_into(s, out, b" ");
-}
-
-/// Escapes `s` as a quoted value (quotes included): as [`escape_unquoted`],
-/// plus `\"`. The bracket characters are escaped in values too, so that no
-/// value can look like a bracket to `grep`.
-pub fn escape_quoted(s: &str, out: &mut String) {
-    out.push('"');
-    escape_into(s, out, b"\"");
-    out.push('"');
-}
-
-/// The one escaping loop behind [`escape_unquoted`], [`escape_host`] and
-/// [`escape_quoted`]: runs of characters that need nothing are copied as
-/// one slice (the writer renders every record on one thread, so this is
-/// its hot path); `extra` are further ASCII bytes to escape (`"` in
-/// values, the space in the host token).
-fn escape_into(s: &str, out: &mut String, extra: &[u8]) {
-    let bytes = s.as_bytes();
-    let mut plain = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b.is_ascii() {
-            let special = b < 0x20
-                || b == 0x7f
-                || matches!(b, b'\\' | b'|' | b'[' | b']')
-                || extra.contains(&b);
-            if special {
-                out.push_str(&s[plain..i]);
-                match b {
-                    b'\\' => out.push_str("\\\\"),
-                    b'"' => out.push_str("\\\""),
-                    b'\n' => out.push_str("\\n"),
-                    _ => {
-                        let _ = write!(out, "\\x{b:02x}");
-                    }
-                }
-                plain = i + 1;
-            }
-            i += 1;
-            continue;
-        }
-        let Some(c) = s[i..].chars().next() else {
-            break;
-        };
-        if is_invisible(c) {
-            out.push_str(&s[plain..i]);
-            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-            plain = i + c.len_utf8();
-        }
-        i += c.len_utf8();
-    }
-    out.push_str(&s[plain..]);
-}
-
-/// Whether `c` is invisible or reorders text (Unicode categories Cf, Zl,
-/// Zp, as of Unicode 15, plus C1 controls): a reader would not see it, or
-/// would see the text around it in another order, so it is written as
-/// `\u{…}`. A short range table instead of a Unicode crate: these
-/// categories are small and change rarely.
-pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c as u32,
-        0x80..=0x9f
-            | 0xad
-            | 0x600..=0x605
-            | 0x61c
-            | 0x6dd
-            | 0x70f
-            | 0x890..=0x891
-            | 0x8e2
-            | 0x180e
-            | 0x200b..=0x200f
-            | 0x2028..=0x202e
-            | 0x2060..=0x2064
-            | 0x2066..=0x206f
-            | 0xfeff
-            | 0xfff9..=0xfffb
-            | 0x110bd
-            | 0x110cd
-            | 0x13430..=0x1343f
-            | 0x1bca0..=0x1bca3
-            | 0x1d173..=0x1d17a
-            | 0xe0001
-            | 0xe0020..=0xe007f
-    )
-}
-
-/// Reverses [`escape_unquoted`] / the inside of [`escape_quoted`].
-pub fn unescape(s: &str) -> Result<String, RecordError> {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('\\') => out.push('\\'),
-            Some('"') => out.push('"'),
-            // `\|`, `\[`, `\]`: how logs written before `\xNN` escaped them.
-            Some(c @ ('|' | '[' | ']')) => out.push(c),
-            Some('n') => out.push('\n'),
-            Some('x') => {
-                let h: String = it.by_ref().take(2).collect();
-                let v = u32::from_str_radix(&h, 16)
-                    .map_err(|_| RecordError::Malformed(format!("bad \\x escape {h:?}")))?;
-                out.push(
-                    char::from_u32(v)
-                        .ok_or_else(|| RecordError::Malformed(format!("bad \\x escape {h:?}")))?,
-                );
-            }
-            Some('u') => {
-                if it.next() != Some('{') {
-                    return Err(RecordError::Malformed("bad \\u escape".into()));
-                }
-                let h: String = it.by_ref().take_while(|c| *c != '}').collect();
-                let v = u32::from_str_radix(&h, 16)
-                    .ok()
-                    .and_then(char::from_u32)
-                    .ok_or_else(|| RecordError::Malformed(format!("bad \\u escape {h:?}")))?;
-                out.push(v);
-            }
-            other => {
-                return Err(RecordError::Malformed(format!(
-                    "unknown escape \\{}",
-                    other.map(String::from).unwrap_or_default()
-                )))
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The ordered `key=value` fields of a record after `seq`, `pid`, `uid`,
 /// `gid`: the event's own, then `details.*`, then source fields.
 pub fn trailer_fields(e: &Entry) -> Vec<(String, String)> {
@@ -582,25 +424,78 @@ pub fn text_body(e: &Entry, st: &Stamp<'_>, out: &mut String) {
 /// is included; [`seal`] inserts `h` before it.
 pub fn json_body(e: &Entry, st: &Stamp<'_>) -> String {
     let r = render(e);
-    let mut m = Map::new();
-    m.insert("ts".into(), Value::String(format_ts(st.ts)));
-    m.insert("host".into(), Value::String(st.host.to_string()));
-    m.insert("source".into(), Value::String(r.source));
-    m.insert("category".into(), Value::String(r.category));
-    m.insert("code".into(), Value::from(e.code));
-    m.insert("account".into(), Value::String(r.account));
-    m.insert("text".into(), Value::String(r.text));
-    m.insert("seq".into(), Value::from(st.seq));
-    m.insert("pid".into(), Value::from(e.origin.pid));
-    m.insert("uid".into(), Value::from(e.origin.uid));
-    m.insert("gid".into(), Value::from(e.origin.gid));
-    let mut fields = Map::new();
-    for (k, v) in trailer_fields(e) {
-        fields.insert(k, Value::String(v));
-    }
-    m.insert("fields".into(), Value::Object(fields));
+    let fields = trailer_fields(e);
+    let view = JsonView {
+        ts: st.ts,
+        host: st.host,
+        source: &r.source,
+        category: &r.category,
+        code: e.code,
+        account: &r.account,
+        text: &r.text,
+        seq: st.seq,
+        origin: e.origin,
+        fields: &fields,
+        h: None,
+    };
     // serde_json escapes every control character, so no newline can appear.
-    json_escape_more(&Value::Object(m).to_string())
+    json_escape_more(&Value::Object(view.to_map()).to_string())
+}
+
+/// The JSON layout of a record, in one place: what the writer renders
+/// (without `h`, the chain input) and what `nxaudit query --json` prints
+/// of a parsed line (with `h`) share member names and order.
+pub struct JsonView<'a> {
+    /// Writer timestamp.
+    pub ts: DateTime<Utc>,
+    /// Host name.
+    pub host: &'a str,
+    /// Bracket source.
+    pub source: &'a str,
+    /// Category.
+    pub category: &'a str,
+    /// Audit code.
+    pub code: u32,
+    /// Account.
+    pub account: &'a str,
+    /// Text.
+    pub text: &'a str,
+    /// Sequence number.
+    pub seq: u64,
+    /// Sender credentials.
+    pub origin: Origin,
+    /// Trailer fields, in order.
+    pub fields: &'a [(String, String)],
+    /// Chain value, when the record has one already.
+    pub h: Option<&'a str>,
+}
+
+impl JsonView<'_> {
+    /// The record as a JSON object.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("ts".into(), Value::String(format_ts(self.ts)));
+        m.insert("host".into(), Value::String(self.host.to_string()));
+        m.insert("source".into(), Value::String(self.source.to_string()));
+        m.insert("category".into(), Value::String(self.category.to_string()));
+        m.insert("code".into(), Value::from(self.code));
+        m.insert("account".into(), Value::String(self.account.to_string()));
+        m.insert("text".into(), Value::String(self.text.to_string()));
+        m.insert("seq".into(), Value::from(self.seq));
+        m.insert("pid".into(), Value::from(self.origin.pid));
+        m.insert("uid".into(), Value::from(self.origin.uid));
+        m.insert("gid".into(), Value::from(self.origin.gid));
+        let fields: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        m.insert("fields".into(), Value::Object(fields));
+        if let Some(h) = self.h {
+            m.insert("h".into(), Value::String(h.to_string()));
+        }
+        m
+    }
 }
 
 /// Rewrites `|`, `[`, `]`, DEL and invisible characters of serialized JSON as
@@ -640,266 +535,6 @@ pub enum RecordError {
     /// The line does not have the record shape.
     #[error("malformed record: {0}")]
     Malformed(String),
-}
-
-/// A record line parsed back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedRecord {
-    /// Writer timestamp.
-    pub ts: DateTime<Utc>,
-    /// Host name.
-    pub host: String,
-    /// Bracket source (`Console`, `Portal`, Engine name, `Appliance`).
-    pub source: String,
-    /// Category.
-    pub category: String,
-    /// Code.
-    pub code: u32,
-    /// Account.
-    pub account: String,
-    /// Text.
-    pub text: String,
-    /// Sequence number.
-    pub seq: u64,
-    /// Sender pid.
-    pub pid: u32,
-    /// Sender uid.
-    pub uid: u32,
-    /// Sender gid.
-    pub gid: u32,
-    /// The other fields, unescaped, in order.
-    pub fields: Vec<(String, String)>,
-    /// Chain value.
-    pub h: String,
-    /// The chain input: the line without `h`.
-    pub body: String,
-}
-
-impl ParsedRecord {
-    /// The value of a trailer field.
-    pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The component, from the code range.
-    pub fn component(&self) -> Option<Component> {
-        Component::of_code(self.code)
-    }
-}
-
-/// Reads just the timestamp at the start of a line (text or JSON), for
-/// time searches that must not parse whole records.
-pub fn line_timestamp(line: &str) -> Option<DateTime<Utc>> {
-    let ts = if let Some(rest) = line.strip_prefix("{\"ts\":\"") {
-        rest.split('"').next()?
-    } else {
-        line.split(' ').next()?
-    };
-    DateTime::parse_from_rfc3339(ts)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// Parses a record line of either format (newline excluded).
-pub fn parse_line(line: &str) -> Result<ParsedRecord, RecordError> {
-    if line.starts_with('{') {
-        parse_json(line)
-    } else {
-        parse_text(line)
-    }
-}
-
-fn malformed(s: &str) -> RecordError {
-    RecordError::Malformed(s.to_string())
-}
-
-/// Parses a text record line.
-pub fn parse_text(line: &str) -> Result<ParsedRecord, RecordError> {
-    let (ts_s, rest) = line
-        .split_once(' ')
-        .ok_or_else(|| malformed("no timestamp"))?;
-    let ts = DateTime::parse_from_rfc3339(ts_s)
-        .map_err(|_| malformed("bad timestamp"))?
-        .with_timezone(&Utc);
-    let (host, rest) = rest.split_once(' ').ok_or_else(|| malformed("no host"))?;
-    let rest = rest
-        .strip_prefix('[')
-        .ok_or_else(|| malformed("no bracket"))?;
-    // Bracket fields: split on unescaped `|`, end at unescaped `]`.
-    let mut parts = Vec::with_capacity(4);
-    let mut cur = String::new();
-    let mut end = None;
-    let mut chars = rest.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                cur.push('\\');
-                if let Some((_, n)) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            '|' => parts.push(std::mem::take(&mut cur)),
-            ']' => {
-                parts.push(std::mem::take(&mut cur));
-                end = Some(i);
-                break;
-            }
-            c => cur.push(c),
-        }
-    }
-    let end = end.ok_or_else(|| malformed("unterminated bracket"))?;
-    if parts.len() != 4 {
-        return Err(malformed("bracket needs 4 fields"));
-    }
-    let after = rest[end + 1..]
-        .strip_prefix(' ')
-        .ok_or_else(|| malformed("no space after bracket"))?;
-    // Find the ` | ` after which a well-formed trailer runs to the end.
-    let mut search = 0;
-    let (text_raw, trailer) = loop {
-        let pos = after[search..]
-            .find(" | seq=")
-            .map(|p| p + search)
-            .ok_or_else(|| malformed("no trailer"))?;
-        if let Some(t) = parse_trailer(&after[pos + 3..]) {
-            break (&after[..pos], t);
-        }
-        search = pos + 1;
-    };
-    let code = parts[2].parse::<u32>().map_err(|_| malformed("bad code"))?;
-    let h_pos = line.len() - trailer.h.len() - 3;
-    Ok(ParsedRecord {
-        ts,
-        host: unescape(host)?,
-        source: unescape(&parts[0])?,
-        category: unescape(&parts[1])?,
-        code,
-        account: unescape(&parts[3])?,
-        text: unescape(text_raw)?,
-        seq: trailer.seq,
-        pid: trailer.pid,
-        uid: trailer.uid,
-        gid: trailer.gid,
-        fields: trailer.fields,
-        h: trailer.h,
-        body: line[..h_pos].to_string(),
-    })
-}
-
-struct Trailer {
-    seq: u64,
-    pid: u32,
-    uid: u32,
-    gid: u32,
-    fields: Vec<(String, String)>,
-    h: String,
-}
-
-/// Parses `seq=N pid=N uid=N gid=N (key="v")* h=HEX` strictly, to the end.
-fn parse_trailer(s: &str) -> Option<Trailer> {
-    fn num<'a, T: std::str::FromStr>(s: &'a str, key: &str) -> Option<(T, &'a str)> {
-        let s = s.strip_prefix(key)?.strip_prefix('=')?;
-        let end = s.find(' ').unwrap_or(s.len());
-        let v = s[..end].parse().ok()?;
-        Some((v, s[end..].strip_prefix(' ').unwrap_or(&s[end..])))
-    }
-    let (seq, s) = num::<u64>(s, "seq")?;
-    let (pid, s) = num::<u32>(s, "pid")?;
-    let (uid, s) = num::<u32>(s, "uid")?;
-    let (gid, mut s) = num::<u32>(s, "gid")?;
-    let mut fields = Vec::new();
-    loop {
-        if let Some(h) = s.strip_prefix("h=") {
-            if h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Some(Trailer {
-                    seq,
-                    pid,
-                    uid,
-                    gid,
-                    fields,
-                    h: h.to_string(),
-                });
-            }
-            return None;
-        }
-        let eq = s.find("=\"")?;
-        let key = &s[..eq];
-        if key.is_empty()
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        {
-            return None;
-        }
-        let body = &s[eq + 2..];
-        // Find the closing quote: the first `"` not escaped.
-        let mut i = 0;
-        let bytes = body.as_bytes();
-        let close = loop {
-            match bytes.get(i)? {
-                b'\\' => i += 2,
-                b'"' => break i,
-                _ => i += 1,
-            }
-        };
-        let value = unescape(&body[..close]).ok()?;
-        fields.push((key.to_string(), value));
-        s = body[close + 1..].strip_prefix(' ')?;
-    }
-}
-
-/// Parses a JSON record line.
-pub fn parse_json(line: &str) -> Result<ParsedRecord, RecordError> {
-    let inner = line
-        .strip_suffix('}')
-        .ok_or_else(|| malformed("no closing brace"))?;
-    let hpos = inner.rfind(",\"h\":\"").ok_or_else(|| malformed("no h"))?;
-    let h = inner[hpos + 6..]
-        .strip_suffix('"')
-        .ok_or_else(|| malformed("bad h"))?
-        .to_string();
-    let body = format!("{}}}", &inner[..hpos]);
-    let v: Value = serde_json::from_str(line).map_err(|e| malformed(&e.to_string()))?;
-    let s = |k: &str| -> Result<String, RecordError> {
-        v.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| malformed(k))
-    };
-    let n = |k: &str| -> Result<u64, RecordError> {
-        v.get(k).and_then(Value::as_u64).ok_or_else(|| malformed(k))
-    };
-    let ts = DateTime::parse_from_rfc3339(&s("ts")?)
-        .map_err(|_| malformed("bad timestamp"))?
-        .with_timezone(&Utc);
-    let fields = v
-        .get("fields")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(ParsedRecord {
-        ts,
-        host: s("host")?,
-        source: s("source")?,
-        category: s("category")?,
-        code: n("code")? as u32,
-        account: s("account")?,
-        text: s("text")?,
-        seq: n("seq")?,
-        pid: n("pid")? as u32,
-        uid: n("uid")? as u32,
-        gid: n("gid")? as u32,
-        fields,
-        h,
-        body,
-    })
 }
 
 #[cfg(test)]
@@ -959,6 +594,28 @@ mod tests {
         assert_eq!(p.h, h);
         assert_eq!(p.field("unit"), Some("nxengine@a.service"));
         assert_eq!(line_timestamp(&line), Some(stamp().ts));
+    }
+
+    #[test]
+    fn parsed_record_prints_the_layout_it_was_written_in() {
+        let e = entry()
+            .with_user("x")
+            .with_message("a|b")
+            .field("unit", "u");
+        let body = json_body(&e, &stamp());
+        let h = Chain::sha256().next(GENESIS, &body);
+        let line = seal(Format::Json, &body, &h);
+        let written: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parse_json(&line).unwrap().to_json(), written);
+        // A text line of the same entry prints the same object.
+        let mut text = String::new();
+        text_body(&e, &stamp(), &mut text);
+        let th = Chain::sha256().next(GENESIS, &text);
+        let mut from_text = parse_text(&seal(Format::Text, &text, &th))
+            .unwrap()
+            .to_json();
+        from_text["h"] = Value::String(h.clone());
+        assert_eq!(from_text, written);
     }
 
     #[test]

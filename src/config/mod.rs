@@ -7,9 +7,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
 
+use crate::catalog::Component;
 use crate::record::Format;
+
+pub mod values;
+
+pub use values::{
+    check_hostname, check_jwt_algorithms, parse_duration, parse_size, sanitize_hostname, ApiRole,
+    FileMode, JwtFamily, MAX_HOSTNAME, MAX_HOSTNAME_LABEL,
+};
+use values::{duration, jwt_algorithms, size};
 
 /// Default config file path.
 pub const DEFAULT_CONFIG: &str = "/etc/nxaudit/nxauditd.toml";
@@ -124,8 +134,8 @@ pub struct ListenerConfig {
     /// Bytes in flight per connection (escaped size bound) before reading pauses.
     #[serde(with = "size")]
     pub max_in_flight_bytes: u64,
-    /// Socket file mode (octal string, e.g. "0660").
-    pub mode: String,
+    /// Socket file mode (an octal string in the file, e.g. "0660").
+    pub mode: FileMode,
     /// Socket group; empty = leave the group as created.
     pub group: String,
 }
@@ -140,7 +150,7 @@ impl Default for ListenerConfig {
             write_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
             max_in_flight_bytes: 1 << 20,
-            mode: "0660".into(),
+            mode: FileMode::new(0o660),
             group: "nxaudit".into(),
         }
     }
@@ -200,8 +210,8 @@ pub struct LogConfig {
     pub chain_key_file: PathBuf,
     /// Refuse codes the catalog does not list.
     pub strict_codes: bool,
-    /// File mode of log files (octal string).
-    pub mode: String,
+    /// File mode of log files (an octal string in the file).
+    pub mode: FileMode,
     /// Group of log files; empty = leave as created.
     pub group: String,
     /// Most events written in one group commit.
@@ -232,7 +242,7 @@ impl Default for LogConfig {
             compress: Compression::Zstd,
             chain_key_file: PathBuf::new(),
             strict_codes: false,
-            mode: "0640".into(),
+            mode: FileMode::new(0o640),
             group: "nxaudit-read".into(),
             max_batch: 4096,
             queue: 8192,
@@ -253,7 +263,7 @@ pub struct ClientRule {
     #[serde(default)]
     pub uid: Option<u32>,
     /// Components this peer may write; the first is its default.
-    pub components: Vec<String>,
+    pub components: Vec<Component>,
 }
 
 /// Where the first start of a journal follower begins.
@@ -392,15 +402,16 @@ pub struct ApiConfig {
     /// Listen address.
     pub listen: String,
     /// `portal` or `engine`.
-    pub role: String,
+    pub role: ApiRole,
     /// PEM certificate chain.
     pub tls_cert: PathBuf,
     /// PEM private key.
     pub tls_key: PathBuf,
     /// Public key (PEM), JWKS, or HS256 secret.
     pub jwt_key_file: PathBuf,
-    /// Accepted algorithms.
-    pub jwt_algorithms: Vec<String>,
+    /// Accepted algorithms, all of one family.
+    #[serde(with = "jwt_algorithms")]
+    pub jwt_algorithms: Vec<Algorithm>,
     /// Required audience, if any.
     pub jwt_audience: Option<String>,
     /// Required issuer, if any.
@@ -436,11 +447,11 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: "0.0.0.0:443".into(),
-            role: "portal".into(),
+            role: ApiRole::Portal,
             tls_cert: "/etc/nxaudit/tls/cert.pem".into(),
             tls_key: "/etc/nxaudit/tls/key.pem".into(),
             jwt_key_file: "/etc/nxaudit/jwt.pem".into(),
-            jwt_algorithms: vec!["RS256".into()],
+            jwt_algorithms: vec![Algorithm::RS256],
             jwt_audience: None,
             jwt_issuer: None,
             env_file: "/var/nexthink/nxauditlog/.env".into(),
@@ -459,9 +470,21 @@ impl Default for ApiConfig {
 impl Config {
     /// Parses TOML text; `path` is only used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+        // The path to the value goes first: a value refused by its type
+        // (a mode, a component, a role) is named by its key, whichever
+        // section it is in.
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string().trim_end().replace('\n', " ");
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: if key == "." || key.is_empty() {
+                    message
+                } else {
+                    format!("{key}: {message}")
+                },
+            }
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -534,29 +557,26 @@ impl Config {
                     "clients[{i}]: give exactly one of user or uid"
                 )));
             }
-            for comp in &c.components {
-                if crate::protocol::Component::parse(comp).is_none() {
-                    return Err(bad(format!(
-                        "clients[{i}].components: unknown component {comp:?}"
-                    )));
-                }
-            }
         }
-        for (key, comps) in [
-            ("forward", &self.forward.components),
-            ("sinks.file", &self.sinks.file.components),
+        check_jwt_algorithms(&self.api.jwt_algorithms)
+            .map_err(|why| bad(format!("api.jwt_algorithms {why}")))?;
+        let api = &self.api;
+        if api.max_connections == 0 || api.max_connections_per_addr == 0 {
+            return Err(bad(
+                "api.max_connections and api.max_connections_per_addr must be at least 1".into(),
+            ));
+        }
+        for (key, d) in [
+            ("request_timeout", api.request_timeout),
+            ("handshake_timeout", api.handshake_timeout),
+            ("header_timeout", api.header_timeout),
+            ("write_timeout", api.write_timeout),
         ] {
-            for comp in comps {
-                if crate::protocol::Component::parse(comp).is_none() {
-                    return Err(bad(format!("{key}.components: unknown component {comp:?}")));
-                }
+            if d.is_zero() {
+                return Err(bad(format!("api.{key} must be positive")));
             }
         }
         self.sinks.file.validate().map_err(|e| bad(e.to_string()))?;
-        parse_mode(&self.listener.mode)
-            .ok_or_else(|| bad("listener.mode must be octal, e.g. \"0660\"".into()))?;
-        parse_mode(&self.log.mode)
-            .ok_or_else(|| bad("log.mode must be octal, e.g. \"0640\"".into()))?;
         Ok(())
     }
 
@@ -588,147 +608,6 @@ impl Config {
     /// Path of the active log file.
     pub fn active_log(&self) -> PathBuf {
         self.log_dir.join("audit.log")
-    }
-}
-
-/// Longest host name (RFC 1123 §2.1, DNS).
-pub const MAX_HOSTNAME: usize = 253;
-/// Longest label of a host name.
-pub const MAX_HOSTNAME_LABEL: usize = 63;
-
-/// Checks an RFC 1123 host name: 1–253 bytes of dot-separated labels, each
-/// 1–63 letters, digits or `-`, not starting or ending with `-`. Records
-/// carry it unquoted before the bracket, so nothing else may appear there.
-pub fn check_hostname(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_HOSTNAME {
-        return Err(format!("must be 1-{MAX_HOSTNAME} characters"));
-    }
-    for label in name.split('.') {
-        if label.is_empty() || label.len() > MAX_HOSTNAME_LABEL {
-            return Err(format!(
-                "every dot-separated label must be 1-{MAX_HOSTNAME_LABEL} characters"
-            ));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
-            return Err(format!(
-                "{c:?} is not allowed (letters, digits, '-' and '.' only)"
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("a label cannot start or end with '-'".into());
-        }
-    }
-    Ok(())
-}
-
-/// Turns any string into a host name [`check_hostname`] accepts: other
-/// characters become `-`, labels are trimmed of `-` and cut to 63 bytes,
-/// empty labels dropped, the name cut to 253 bytes at a label boundary;
-/// nothing left gives `localhost`. A valid name comes back unchanged.
-pub fn sanitize_hostname(raw: &str) -> String {
-    let mut labels: Vec<String> = Vec::new();
-    for label in raw.split('.') {
-        let mapped: String = label
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let mut l = mapped.trim_matches('-').to_string();
-        l.truncate(MAX_HOSTNAME_LABEL);
-        let l = l.trim_end_matches('-').to_string();
-        if !l.is_empty() {
-            labels.push(l);
-        }
-    }
-    while labels.iter().map(|l| l.len() + 1).sum::<usize>() > MAX_HOSTNAME + 1 {
-        labels.pop();
-    }
-    if labels.is_empty() {
-        return "localhost".into();
-    }
-    labels.join(".")
-}
-
-/// Parses an octal mode string like `"0640"`.
-pub fn parse_mode(s: &str) -> Option<u32> {
-    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
-}
-
-/// Parses a size: a plain number of bytes, or with a unit (`KiB`, `MiB`,
-/// `GiB`, `TiB`, `KB`, `MB`, `GB`, `K`, `M`, `G`, `B`).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" | "k" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
-        "KB" | "kB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// Parses a duration: `30s`, `5m`, `2h`, `1d`, `1w`, `250ms`, or plain seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = |m: u64| n.checked_mul(m).map(Duration::from_secs);
-    match unit.trim() {
-        "" | "s" => secs(1),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" | "min" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        "w" => secs(7 * 86_400),
-        _ => None,
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrText {
-    Num(u64),
-    Text(String),
-}
-
-mod size {
-    use super::*;
-    pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*v)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        match NumOrText::deserialize(d)? {
-            NumOrText::Num(n) => Ok(n),
-            NumOrText::Text(t) => parse_size(&t).ok_or_else(|| {
-                serde::de::Error::custom(format!("invalid size {t:?} (e.g. \"64MiB\")"))
-            }),
-        }
-    }
-}
-
-mod duration {
-    use super::*;
-    pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}s", v.as_secs()))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match NumOrText::deserialize(d)? {
-            NumOrText::Num(n) => Ok(Duration::from_secs(n)),
-            NumOrText::Text(t) => parse_duration(&t).ok_or_else(|| {
-                serde::de::Error::custom(format!("invalid duration {t:?} (e.g. \"30s\", \"1d\")"))
-            }),
-        }
     }
 }
 
@@ -803,6 +682,70 @@ engines = [{ name = "Engine-01", url = "https://engine01.example:443" }]
         .to_string();
         assert!(e.contains("flsh"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn typed_values_are_read_once_at_load() {
+        let c = Config::from_toml(
+            "[listener]\nmode = \"0600\"\n[log]\nmode = \"640\"\n[[clients]]\nuid = 7\ncomponents = [\"Console\", \"Engine\"]\n[forward]\ncomponents = [\"Appliance\"]\n[api]\nrole = \"engine\"\njwt_algorithms = [\"ES256\", \"ES384\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.listener.mode.bits(), 0o600);
+        assert_eq!(c.log.mode.bits(), 0o640);
+        assert_eq!(
+            c.clients[0].components,
+            vec![Component::WebConsole, Component::Engine]
+        );
+        assert_eq!(c.forward.components, vec![Component::Appliance]);
+        assert_eq!(c.api.role, ApiRole::Engine);
+        assert_eq!(
+            c.api.jwt_algorithms,
+            vec![Algorithm::ES256, Algorithm::ES384]
+        );
+        // What is written back reads the same.
+        let again = toml::to_string(&c).unwrap();
+        assert_eq!(Config::from_toml(&again, Path::new("t.toml")).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_typed_values_name_their_key() {
+        for (text, key) in [
+            ("[listener]\nmode = \"0x660\"", "listener.mode"),
+            ("[listener]\nmode = 432", "listener.mode"),
+            ("[log]\nmode = \"99\"", "log.mode"),
+            (
+                "[[clients]]\nuid = 1\ncomponents = [\"Portl\"]",
+                "clients[0].components[0]",
+            ),
+            (
+                "[forward]\ncomponents = [\"Engine\", \"X\"]",
+                "forward.components[1]",
+            ),
+            ("[api]\nrole = \"admin\"", "api.role"),
+            ("[api]\njwt_algorithms = [\"none\"]", "api.jwt_algorithms"),
+            (
+                "[api]\njwt_algorithms = [\"HS256\", \"RS256\"]",
+                "api.jwt_algorithms",
+            ),
+            ("[api]\njwt_algorithms = []", "api.jwt_algorithms"),
+            ("[api]\nheader_timeout = 0", "api.header_timeout"),
+            (
+                "[api]\nmax_connections_per_addr = 0",
+                "api.max_connections_per_addr",
+            ),
+            ("[api]\nengine_timeout = \"soon\"", "api.engine_timeout"),
+            ("[journal]\nquiet_warning = \"1y\"", "journal.quiet_warning"),
+            (
+                "[log]\nmax_total_bytes = \"2 GB-ish\"",
+                "log.max_total_bytes",
+            ),
+        ] {
+            let err = Config::from_toml(text, Path::new("t.toml"))
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
     }
 
     #[test]
