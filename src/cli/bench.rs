@@ -11,6 +11,17 @@
 //! (and compress) while it is measured; `--compare-rotation` runs both in
 //! one invocation and prints the p99 ratio.
 //!
+//! `--vs-rsyslog` measures the throughput of rsyslog's default file
+//! output (no fsync) in the same run: a private `rsyslogd` receives the
+//! same number of same-size messages from the same number of clients on its
+//! own Unix socket, and is timed until its file holds every line; daemon
+//! and rsyslog runs alternate (`--pairs`) and the median of the per-pair
+//! ratios is reported. With `--rate`, the raw group commit and the daemon
+//! alternate the same way and the p99 ratio is the median of the pairs';
+//! `--raw-alongside` runs the two of a pair at the same time instead, so
+//! that the disk's stalls (tens to hundreds of ms on shared disks, and
+//! what decides a p99) fall on both.
+//!
 //! `--attack KIND` runs a hostile client as another uid (`--attack-uid`,
 //! default `nobody`) against a daemon with the default limits, and reports
 //! the daemon's peak RSS and a granted client's ack latency meanwhile:
@@ -18,6 +29,10 @@
 //! sending one byte a second), `nonreader` (64 connections that never read
 //! replies), `u85` (64 connections pipelining 64 KiB lines of U+0085, each
 //! escaped to 8 bytes), `ids` (one connection sending distinct ids).
+//! Several kinds may be given (`--attack u85,ids`); every round
+//! (`--pairs`) runs them and `none` (no attacker) in turn and the summary
+//! gives each attack's p99 against the same round's no-attack p99, and the
+//! disk's own write + fdatasync latency measured during each run.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -57,17 +72,28 @@ pub struct Args {
     /// Run without and with rotation every 5 MiB, in pairs, and compare p99.
     #[arg(long)]
     pub compare_rotation: bool,
-    /// Pairs of runs for --compare-rotation.
+    /// Pairs (rounds) of runs for --compare-rotation, --vs-rsyslog, --rate
+    /// and --attack.
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
+    /// Compare throughput with a private rsyslogd (default file output, no
+    /// fsync) receiving the same messages, in alternating runs.
+    #[arg(long)]
+    pub vs_rsyslog: bool,
+    /// With --rate: run the raw group commit at the same time as the
+    /// daemon (each at the offered load, on the same disk) rather than
+    /// before it, so a disk stall hits both sides of a pair.
+    #[arg(long)]
+    pub raw_alongside: bool,
     /// Directory for the temp dir (the disk being measured).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Run an attack instead: hold, slow, nonreader, u85 or ids (none: the
-    /// same granted load without an attacker, the baseline).
+    /// Run attacks instead, comma-separated: hold, slow, nonreader, u85,
+    /// ids; each round (`--pairs`) also runs `none`, the same granted load
+    /// without an attacker, as the baseline.
     #[arg(long)]
     pub attack: Option<String>,
     /// The attacker's uid (granted Portal, except for `hold`).
@@ -111,6 +137,9 @@ pub struct Results {
     pub rss_peak_kib: u64,
     /// Group commits done by the daemon.
     pub syncs: u64,
+    /// CPU time the daemon used (user + system) per acknowledged event,
+    /// microseconds: unlike wall time, hardly moved by a busy machine.
+    pub cpu_us_per_event: f64,
 }
 
 /// The disk's own limits, measured in the same directory.
@@ -189,6 +218,189 @@ fn raw_group_commit(dir: &Path, rate: f64, n: u64, size: usize) -> anyhow::Resul
     })
 }
 
+/// One run of the rsyslog baseline.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RsyslogRun {
+    /// Messages found in rsyslog's file.
+    pub messages: u64,
+    /// From the first send until the file held every message.
+    pub seconds: f64,
+    /// Messages per second.
+    pub per_s: f64,
+}
+
+/// A private rsyslogd: its own config, socket and file in `dir`, stopped
+/// (and `dir` removed) on drop.
+struct Rsyslogd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Rsyslogd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The whole rsyslog configuration: no system socket, one private
+/// `imuxsock` input (rate limiting off, so no message is dropped) and one
+/// `omfile` action with rsyslog's defaults, i.e. buffered, never synced,
+/// taking only the bench's messages (so rsyslog's own notices are not
+/// counted).
+fn rsyslog_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "global(workDirectory=\"{d}/work\")\n\
+         module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+         input(type=\"imuxsock\" Socket=\"{d}/log.sock\" RateLimit.Interval=\"0\")\n\
+         if $programname == \"nxbench\" then action(type=\"omfile\" file=\"{d}/messages.log\")\n"
+    )
+}
+
+fn start_rsyslogd(parent: &Path, label: &str) -> anyhow::Result<Rsyslogd> {
+    let dir = parent.join(format!(
+        "nxaudit-bench-{}-rsyslog-{label}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("work"))
+        .with_context(|| format!("create {}", dir.display()))?;
+    let conf = dir.join("rsyslogd.conf");
+    std::fs::write(&conf, rsyslog_conf(&dir)).context("write the rsyslog config")?;
+    let stderr = std::fs::File::create(dir.join("rsyslogd.stderr"))?;
+    let child = Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("start rsyslogd (is rsyslog installed?)")?;
+    let mut r = Rsyslogd { child, dir };
+    let t = Instant::now();
+    while !r.dir.join("log.sock").exists() {
+        if let Ok(Some(st)) = r.child.try_wait() {
+            let err = std::fs::read_to_string(r.dir.join("rsyslogd.stderr")).unwrap_or_default();
+            bail!("rsyslogd exited ({st}): {err}");
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("rsyslogd did not create its socket in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(r)
+}
+
+/// Lines in `path` so far, counting on from `(offset, lines)`.
+fn count_lines(path: &Path, at: &mut (u64, u64)) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(at.0))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(at.1);
+        }
+        at.0 += n as u64;
+        at.1 += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+}
+
+/// Sends the run's messages to a fresh private rsyslogd from `clients`
+/// threads and times it until its file holds all of them.
+fn rsyslog_run(args: &Args, parent: &Path, label: &str) -> anyhow::Result<RsyslogRun> {
+    use std::os::unix::net::UnixDatagram;
+    let r = start_rsyslogd(parent, label)?;
+    let sock = r.dir.join("log.sock");
+    let out = r.dir.join("messages.log");
+    let clients = args.clients.max(1);
+    let per = args.events / clients as u64;
+    let total = per * clients as u64;
+    let t = Instant::now();
+    let sent: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                let sock = &sock;
+                s.spawn(move || -> anyhow::Result<()> {
+                    let u = UnixDatagram::unbound()?;
+                    u.connect(sock).context("connect to rsyslogd")?;
+                    for i in 0..per {
+                        // The same payload as the daemon's event line.
+                        let msg = format!("<14>nxbench: {}", event_line(args.size, c, i));
+                        loop {
+                            match u.send(msg.trim_end().as_bytes()) {
+                                Ok(_) => break,
+                                // The receive queue is full: rsyslog is behind.
+                                Err(e)
+                                    if e.raw_os_error() == Some(libc::ENOBUFS)
+                                        || e.kind() == std::io::ErrorKind::WouldBlock =>
+                                {
+                                    std::thread::sleep(Duration::from_micros(200));
+                                }
+                                Err(e) => return Err(e).context("send to rsyslogd"),
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+            })
+            .collect()
+    });
+    for r in sent {
+        r?;
+    }
+    let mut at = (0, 0);
+    let mut last_growth = Instant::now();
+    loop {
+        let before = at.1;
+        let n = count_lines(&out, &mut at).context("read rsyslog's file")?;
+        if n >= total {
+            break;
+        }
+        if n > before {
+            last_growth = Instant::now();
+        } else if last_growth.elapsed() > Duration::from_secs(30) {
+            bail!("rsyslog's file holds {n} of {total} messages and stopped growing");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    drop(r);
+    Ok(RsyslogRun {
+        messages: at.1,
+        seconds: secs,
+        per_s: at.1 as f64 / secs,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn measure_disk(dir: &Path) -> anyhow::Result<Disk> {
     let p = dir.join("disk-probe");
     let mut f = std::fs::File::create(&p).context("create disk probe")?;
@@ -218,6 +430,22 @@ fn measure_disk(dir: &Path) -> anyhow::Result<Disk> {
         fsync_p99_us: p99,
         fsync_per_s: 1e6 / med.max(1.0),
     })
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    let ticks = 100.0;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 14th and 15th of the whole line.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |t| t / ticks)
 }
 
 fn rss_kib(pid: u32, key: &str) -> u64 {
@@ -425,6 +653,7 @@ fn run_one(
     }
     lat.sort_unstable();
     let rss_peak = rss_kib(pid, "VmHWM:");
+    let cpu = cpu_secs(pid);
     let syncs = std::fs::read(d.base.join("state/status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -444,7 +673,32 @@ fn run_one(
         rss_idle_kib: rss_idle,
         rss_peak_kib: rss_peak,
         syncs,
+        cpu_us_per_event: cpu * 1e6 / n.max(1) as f64,
     })
+}
+
+/// Write + fdatasync latencies in `dir`, one every 5 ms until `stop`.
+fn sync_probe(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> Vec<u32> {
+    let p = dir.join("disk-probe-sync");
+    let mut lat = Vec::new();
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+    else {
+        return lat;
+    };
+    let line = [b'x'; 200];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        if f.write_all(&line).and_then(|_| f.sync_data()).is_err() {
+            break;
+        }
+        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_file(&p);
+    lat
 }
 
 /// The attacker process: runs KIND against `sock` until killed.
@@ -540,7 +794,7 @@ fn attacker(kind: &str, sock: &Path) -> anyhow::Result<i32> {
 
 /// `--attack KIND`: a daemon with the default limits, the attacker as
 /// another uid, and a granted client (this process, root) measured meanwhile.
-fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
+fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<AttackRun> {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let grant = if kind == "hold" {
@@ -573,21 +827,34 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
     // The granted client: 8 clients, 200 events/s each, for attack_secs.
     let per_s = 200u64;
     let n = per_s * args.attack_secs.max(1);
+    // The disk itself meanwhile: one write + fdatasync every 5 ms in the
+    // same directory. A granted event is durable only after a sync, so
+    // this is the floor its latency stands on while the attacker (and
+    // anything else on the machine) keeps the disk busy.
+    let probe_stop = std::sync::atomic::AtomicBool::new(false);
+    let mut probe: Vec<u32> = Vec::new();
     let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
+        let probe_h = s.spawn(|| sync_probe(&d.base, &probe_stop));
         let hs: Vec<_> = (0..8)
             .map(|c| {
                 let sock = &sock;
                 s.spawn(move || client(sock, c, n, 200, 1, Some(per_s as f64)))
             })
             .collect();
-        hs.into_iter()
+        let r = hs
+            .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
             })
-            .collect()
+            .collect();
+        probe_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        probe = probe_h.join().unwrap_or_default();
+        r
     });
+    probe.sort_unstable();
     let peak = rss_kib(pid, "VmHWM:");
+    let cpu = cpu_secs(pid);
     let _ = att.kill();
     let _ = att.wait();
     let mut lat = Vec::new();
@@ -606,6 +873,9 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
         "granted_p50_us": pct(&lat, 0.5),
         "granted_p99_us": pct(&lat, 0.99),
         "granted_max_us": pct(&lat, 1.0),
+        "daemon_cpu_s": cpu,
+        "disk_sync_p50_us": pct(&probe, 0.5),
+        "disk_sync_p99_us": pct(&probe, 0.99),
     });
     if args.json {
         println!("{out}");
@@ -614,6 +884,70 @@ fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Result<i32> {
             "attack {kind}: daemon peak RSS {} KiB; granted client: {} events, {} refused, ack p50 {} us, p99 {} us, max {} us",
             peak, lat.len(), refused, pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0)
         );
+        println!(
+            "  disk meanwhile: write + fdatasync p50 {} us, p99 {} us",
+            pct(&probe, 0.5),
+            pct(&probe, 0.99)
+        );
+    }
+    Ok(AttackRun {
+        p50_us: pct(&lat, 0.5),
+        p99_us: pct(&lat, 0.99),
+        peak_rss_kib: peak,
+    })
+}
+
+/// What one attack run reports to the summary.
+struct AttackRun {
+    p50_us: u64,
+    p99_us: u64,
+    peak_rss_kib: u64,
+}
+
+/// `--attack A,B,…`: the runs alternate with a run without attacker
+/// (`none`) `--pairs` times, so each attack's p99 is compared with the
+/// no-attack p99 of the same round on the same (noisy) machine.
+fn run_attacks(args: &Args, list: &str, parent: &Path) -> anyhow::Result<i32> {
+    let mut kinds: Vec<&str> = vec!["none"];
+    kinds.extend(
+        list.split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && *k != "none"),
+    );
+    let mut runs: Vec<Vec<AttackRun>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.pairs.max(1) {
+        for (i, kind) in kinds.iter().enumerate() {
+            runs[i].push(run_attack(args, kind, parent)?);
+        }
+    }
+    let med = |v: Vec<f64>| median(v);
+    let mut summary = Vec::new();
+    for (kind, rs) in kinds.iter().zip(&runs) {
+        let ratios: Vec<f64> = rs
+            .iter()
+            .zip(&runs[0])
+            .map(|(r, none)| r.p99_us as f64 / none.p99_us.max(1) as f64)
+            .collect();
+        let p50 = med(rs.iter().map(|r| r.p50_us as f64).collect());
+        let p99 = med(rs.iter().map(|r| r.p99_us as f64).collect());
+        let peak = rs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+        if args.json {
+            summary.push(serde_json::json!({
+                "attack": kind, "runs": rs.len(), "granted_p50_us_median": p50,
+                "granted_p99_us_median": p99, "p99_vs_none": ratios,
+                "p99_vs_none_median": med(ratios.clone()), "peak_rss_kib_max": peak,
+            }));
+        } else {
+            println!(
+                "summary {kind}: {} runs; granted ack p50 median {p50:.0} us, p99 median {p99:.0} us; p99 / same round's no-attack p99 {:.2?}, median {:.2}; daemon peak RSS max {peak} KiB",
+                rs.len(),
+                ratios,
+                med(ratios.clone())
+            );
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "summary": summary }));
     }
     Ok(0)
 }
@@ -624,21 +958,52 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         return attacker(kind, sock);
     }
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    if let Some(kind) = &args.attack {
-        return run_attack(args, kind, &parent);
+    if let Some(list) = &args.attack {
+        return run_attacks(args, list, &parent);
     }
     let disk = measure_disk(&parent)?;
-    let raw = match args.rate {
-        Some(rate) => Some(raw_group_commit(
-            &parent,
-            rate as f64,
-            args.events,
-            args.size,
-        )?),
-        None => None,
-    };
+    let mut raws = Vec::new();
+    let mut rsyslog = Vec::new();
     let mut runs = Vec::new();
-    if args.compare_rotation {
+    if let (Some(rate), false) = (args.rate, args.compare_rotation) {
+        // Raw group commit and daemon in pairs, so a disk stall or a busy
+        // neighbour hits one pair, not one side.
+        for pair in 0..args.pairs.max(1) {
+            let label = format!("run#{pair}");
+            if args.raw_alongside {
+                let (raw, run) = std::thread::scope(|s| {
+                    let raw =
+                        s.spawn(|| raw_group_commit(&parent, rate as f64, args.events, args.size));
+                    let run = run_one(args, &parent, &label, args.rotate_size.as_deref());
+                    (
+                        raw.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("raw group commit panicked"))),
+                        run,
+                    )
+                });
+                raws.push(raw?);
+                runs.push(run?);
+            } else {
+                raws.push(raw_group_commit(
+                    &parent,
+                    rate as f64,
+                    args.events,
+                    args.size,
+                )?);
+                runs.push(run_one(args, &parent, &label, args.rotate_size.as_deref())?);
+            }
+        }
+    } else if args.vs_rsyslog {
+        for pair in 0..args.pairs.max(1) {
+            runs.push(run_one(
+                args,
+                &parent,
+                &format!("nxauditd#{pair}"),
+                args.rotate_size.as_deref(),
+            )?);
+            rsyslog.push(rsyslog_run(args, &parent, &pair.to_string())?);
+        }
+    } else if args.compare_rotation {
         // A B A B: pairs measured side by side, so drift and the disk's
         // occasional stalls hit both sides alike.
         for pair in 0..args.pairs.max(1) {
@@ -661,7 +1026,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": disk, "raw_group_commit": raw, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
+            serde_json::json!({"disk": disk, "raw_group_commit": raws, "rsyslog": rsyslog, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
         );
         return Ok(0);
     }
@@ -684,8 +1049,8 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             r.syncs
         );
         println!(
-            "  ack latency p50 {} us, p99 {} us, p999 {} us; RSS idle {} KiB, peak {} KiB",
-            r.p50_us, r.p99_us, r.p999_us, r.rss_idle_kib, r.rss_peak_kib
+            "  ack latency p50 {} us, p99 {} us, p999 {} us; RSS idle {} KiB, peak {} KiB; daemon CPU {:.1} us/event",
+            r.p50_us, r.p99_us, r.p999_us, r.rss_idle_kib, r.rss_peak_kib, r.cpu_us_per_event
         );
         println!(
             "  ratios: {:.1}% of sequential write rate; {:.1}x the single-fsync rate; p99 = {:.2}x the median fdatasync, {:.2}x the p99 fdatasync",
@@ -695,19 +1060,42 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             r.p99_us as f64 / disk.fsync_p99_us.max(1.0)
         );
     }
-    if let Some(raw) = &raw {
-        println!(
-            "raw group commit on this disk at the same offered load: p50 {} us, p99 {} us, p999 {} us",
-            raw.p50_us, raw.p99_us, raw.p999_us
-        );
-        for r in &runs {
+    if !raws.is_empty() {
+        let mut p99 = Vec::new();
+        for (raw, r) in raws.iter().zip(&runs) {
+            println!(
+                "raw group commit on this disk at the same offered load: p50 {} us, p99 {} us, p999 {} us",
+                raw.p50_us, raw.p99_us, raw.p999_us
+            );
+            let ratio = r.p99_us as f64 / raw.p99_us.max(1) as f64;
             println!(
                 "  {}: ack p99 = {:.2}x the raw group-commit p99; p50 = {:.2}x",
                 r.label,
-                r.p99_us as f64 / raw.p99_us.max(1) as f64,
+                ratio,
                 r.p50_us as f64 / raw.p50_us.max(1) as f64
             );
+            p99.push(ratio);
         }
+        println!(
+            "ack p99 vs raw group commit, pair by pair: {:.2?}; median ratio {:.2}",
+            p99,
+            median(p99.clone())
+        );
+    }
+    if !rsyslog.is_empty() {
+        let mut ratios = Vec::new();
+        for (rs, r) in rsyslog.iter().zip(&runs) {
+            println!(
+                "rsyslog (private rsyslogd, imuxsock, omfile defaults: no fsync): {} messages in {:.2} s: {:.0} messages/s",
+                rs.messages, rs.seconds, rs.per_s
+            );
+            ratios.push(r.events_per_s / rs.per_s.max(1e-9));
+        }
+        println!(
+            "throughput vs rsyslog, pair by pair: {:.2?}; median ratio {:.2}",
+            ratios,
+            median(ratios.clone())
+        );
     }
     if args.compare_rotation {
         let mut ratios: Vec<f64> = runs

@@ -2,8 +2,6 @@
 //! input, even read with a plain `grep` (see the module above for the
 //! rules), and the reverse for the parser.
 
-use std::fmt::Write as _;
-
 use super::RecordError;
 
 /// Escapes `s` for the text or a bracket field (unquoted): `\\`, `\n`,
@@ -54,7 +52,8 @@ fn escape_into(s: &str, out: &mut String, extra: &[u8]) {
                     b'"' => out.push_str("\\\""),
                     b'\n' => out.push_str("\\n"),
                     _ => {
-                        let _ = write!(out, "\\x{b:02x}");
+                        out.push_str("\\x");
+                        push_hex(out, u32::from(b), 2);
                     }
                 }
                 plain = i + 1;
@@ -67,12 +66,36 @@ fn escape_into(s: &str, out: &mut String, extra: &[u8]) {
         };
         if is_invisible(c) {
             out.push_str(&s[plain..i]);
-            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            out.push_str("\\u{");
+            push_hex(out, c as u32, 4);
+            out.push('}');
             plain = i + c.len_utf8();
         }
         i += c.len_utf8();
     }
     out.push_str(&s[plain..]);
+}
+
+/// Appends `v` in lower-case hex, at least `min` digits. Not `write!`:
+/// the formatting machinery costs several times the escaping itself, and a
+/// line of invisible characters is escaped character by character on the
+/// writer thread.
+fn push_hex(out: &mut String, v: u32, min: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 8];
+    let mut n = 0;
+    let mut v = v;
+    while n < min || v != 0 {
+        digits[7 - n] = HEX[(v & 0xf) as usize];
+        v >>= 4;
+        n += 1;
+        if n == 8 {
+            break;
+        }
+    }
+    for &d in &digits[8 - n..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Whether `c` is invisible or reorders text (Unicode categories Cf, Zl,

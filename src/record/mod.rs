@@ -661,6 +661,17 @@ mod tests {
     }
 
     #[test]
+    fn escapes_have_their_exact_form() {
+        let mut out = String::new();
+        escape_unquoted("\u{1}\u{7f}\u{85}\u{e007f}\u{ad}|é\n", &mut out);
+        assert_eq!(out, "\\x01\\x7f\\u{0085}\\u{e007f}\\u{00ad}\\x7cé\\n");
+        assert_eq!(
+            unescape(&out).unwrap(),
+            "\u{1}\u{7f}\u{85}\u{e007f}\u{ad}|é\n"
+        );
+    }
+
+    #[test]
     fn invisible_characters_are_escaped_everywhere() {
         let mut e = entry()
             .with_user("ad\u{202e}min")

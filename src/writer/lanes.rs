@@ -11,6 +11,14 @@
 //! connection's records all share its uid's lane, so nothing is reordered
 //! within a connection.
 //!
+//! A group commit holds at most [`SOLO_BATCH_BYTES`] while one uid writes
+//! alone, and [`SHARED_BATCH_BYTES`] once two uids have had records waiting
+//! at the same time within [`SHARED_FOR`]: a record of another uid waits
+//! for the batch being written and its own, so the batch size is what a
+//! flood by one uid adds to everybody else's latency, while a lone writer
+//! (the common case, one component at full speed) keeps the large batches
+//! that give it its throughput.
+//!
 //! Admission is bounded in bytes (after escaping, [`super::escaped_bound`])
 //! twice: a uid holds at most its share of `queue_bytes`
 //! ([`UID_SHARE_DIVISOR`]), and all lanes plus the batch being written at
@@ -20,6 +28,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -51,6 +60,23 @@ pub(crate) struct Queued {
     pub(crate) permit: QueuePermit,
 }
 
+/// Most escaped-size bytes taken into one group commit while one uid
+/// writes alone: the rendered batch is held in memory until it is written,
+/// so this bounds it whatever `queue_bytes` is.
+pub(crate) const SOLO_BATCH_BYTES: usize = 1 << 20;
+
+/// Most escaped-size bytes of one group commit while several uids write:
+/// another uid's record waits for at most the batch being written and its
+/// own, so this bounds what a flood costs the others (a single record
+/// larger than this still goes whole, alone).
+pub(crate) const SHARED_BATCH_BYTES: usize = 128 << 10;
+
+/// How long the writer keeps batches small after two uids last had
+/// records waiting at once: a client sending now and then has no record
+/// waiting most of the time, and its next one must not find a large batch
+/// in front of it.
+pub(crate) const SHARED_FOR: Duration = Duration::from_secs(2);
+
 /// Escaped-size bytes a lane may send per round-robin turn.
 const QUANTUM: usize = 64 << 10;
 
@@ -66,7 +92,22 @@ struct Inner {
     by_uid: HashMap<u32, Lane>,
     /// Uids whose lane is not empty, in round-robin order.
     ready: VecDeque<u32>,
+    /// When two uids last had records waiting at the same time.
+    shared_at: Option<Instant>,
     closed: bool,
+}
+
+impl Inner {
+    /// The byte bound of the next group commit.
+    fn batch_bytes(&mut self, now: Instant) -> usize {
+        if self.ready.len() > 1 {
+            self.shared_at = Some(now);
+        }
+        match self.shared_at {
+            Some(t) if now.saturating_duration_since(t) < SHARED_FOR => SHARED_BATCH_BYTES,
+            _ => SOLO_BATCH_BYTES,
+        }
+    }
 }
 
 /// The lanes and the byte budgets.
@@ -148,6 +189,9 @@ impl Lanes {
         let lane = g.by_uid.entry(uid).or_default();
         lane.queue.push_back(q);
         if lane.queue.len() == 1 {
+            if !g.ready.is_empty() {
+                g.shared_at = Some(Instant::now());
+            }
             g.ready.push_back(uid);
         }
         self.len.fetch_add(1, Ordering::Relaxed);
@@ -160,13 +204,15 @@ impl Lanes {
     }
 
     /// Fills `batch` from the waiting lanes by deficit round robin until it
-    /// holds `max` records or `max_bytes` escaped-size bytes. Returns
-    /// whether it took any.
-    pub(crate) fn take(&self, batch: &mut Vec<Queued>, max: usize, max_bytes: usize) -> bool {
+    /// holds `max` records or the batch byte bound ([`SOLO_BATCH_BYTES`],
+    /// or [`SHARED_BATCH_BYTES`] while uids share the writer) as of `now`.
+    /// Returns whether it took any.
+    pub(crate) fn take(&self, batch: &mut Vec<Queued>, max: usize, now: Instant) -> bool {
         let before = batch.len();
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut bytes: usize = batch.iter().map(|q| q.permit.cost()).sum();
         let g = &mut *g;
+        let max_bytes = g.batch_bytes(now);
         while batch.len() < max && bytes < max_bytes {
             let Some(&uid) = g.ready.front() else { break };
             let Some(lane) = g.by_uid.get_mut(&uid) else {
@@ -183,6 +229,11 @@ impl Lanes {
                 lane.deficit += QUANTUM;
                 g.ready.rotate_left(1);
                 continue;
+            }
+            if bytes > 0 && bytes + cost > max_bytes {
+                // A record that does not fit waits for the next batch; one
+                // larger than the bound goes alone.
+                break;
             }
             lane.deficit -= cost;
             if let Some(q) = lane.queue.pop_front() {
@@ -208,5 +259,75 @@ impl Lanes {
         let left: Vec<Queued> = g.by_uid.drain().flat_map(|(_, l)| l.queue).collect();
         self.len.store(0, Ordering::Relaxed);
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues one record of `cost` escaped-size bytes in `uid`'s lane.
+    async fn queue(lanes: &Lanes, uid: u32, cost: u64) {
+        let permit = lanes.reserve(uid, cost).await.unwrap();
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let q = Queued {
+            entry: Box::new(Entry::appliance(60001)),
+            reply,
+            permit,
+        };
+        assert!(lanes.push(uid, q).is_ok());
+    }
+
+    fn batch_bytes(batch: &[Queued]) -> usize {
+        batch.iter().map(|q| q.permit.cost()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_lone_uid_gets_large_batches_and_shared_ones_are_small() {
+        let lanes = Lanes::new(64 << 20, 1 << 16);
+        let now = Instant::now();
+        for _ in 0..128 {
+            queue(&lanes, 1000, 32 << 10).await;
+        }
+        let mut batch = Vec::new();
+        assert!(lanes.take(&mut batch, 4096, now));
+        assert_eq!(
+            batch_bytes(&batch),
+            SOLO_BATCH_BYTES,
+            "one uid: the large bound"
+        );
+        batch.clear();
+        // A second uid's record arrives while the first one's wait: from
+        // now on batches are small, also once the second uid is served.
+        queue(&lanes, 1001, 600).await;
+        assert!(lanes.take(&mut batch, 4096, now));
+        assert!(batch.iter().any(|q| q.permit.cost() == 600), "served next");
+        assert!(batch_bytes(&batch) <= SHARED_BATCH_BYTES);
+        batch.clear();
+        assert!(lanes.take(&mut batch, 4096, now + SHARED_FOR / 2));
+        assert_eq!(batch_bytes(&batch), SHARED_BATCH_BYTES);
+        batch.clear();
+        // Long after the other uid went quiet: large batches again.
+        assert!(lanes.take(&mut batch, 4096, now + SHARED_FOR * 2));
+        assert_eq!(batch_bytes(&batch), SOLO_BATCH_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_record_larger_than_the_bound_goes_alone() {
+        let lanes = Lanes::new(64 << 20, 1 << 16);
+        let now = Instant::now();
+        queue(&lanes, 1001, 100).await;
+        queue(&lanes, 1000, 3 << 20).await;
+        queue(&lanes, 1000, 3 << 20).await;
+        let mut batch = Vec::new();
+        assert!(lanes.take(&mut batch, 4096, now));
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        assert!(lanes.take(&mut batch, 4096, now));
+        assert_eq!(batch.len(), 1, "{}", batch_bytes(&batch));
+        batch.clear();
+        assert!(lanes.take(&mut batch, 4096, now));
+        assert_eq!(batch.len(), 1);
+        assert_eq!(lanes.len(), 0);
     }
 }

@@ -284,12 +284,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Most escaped-size bytes taken into one group commit: the rendered batch
-/// is held in memory until it is written, so this bounds it whatever
-/// `queue_bytes` is, and with it the time a group commit takes: another
-/// uid's record waits for at most the batch being written and its own.
-const MAX_BATCH_BYTES: usize = 1 << 20;
-
 /// Takes one group commit's worth of records from the lanes and writes it.
 fn write_from_lanes(
     log: &mut logfile::LogWriter,
@@ -297,7 +291,7 @@ fn write_from_lanes(
     queued: &mut Vec<Queued>,
     batch: &mut Vec<(Box<Entry>, Reply<Ack>)>,
 ) -> bool {
-    if !lanes.take(queued, log.max_batch(), MAX_BATCH_BYTES) {
+    if !lanes.take(queued, log.max_batch(), Instant::now()) {
         return false;
     }
     // Held until the batch is written, so lanes and batch together stay

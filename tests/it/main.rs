@@ -5,6 +5,7 @@
 mod util;
 
 mod api;
+mod bench;
 mod catalog;
 mod corpus;
 mod durability;
