@@ -144,6 +144,10 @@ pub mod appliance {
     pub const DISK_FULL_REFUSED: u32 = 60905;
     /// A torn tail of the log was cut off at start-up.
     pub const TORN_TAIL_REPAIRED: u32 = 60906;
+    /// The chain head was sealed with the current forward-secure key.
+    pub const SEALED: u32 = 60907;
+    /// The log ended before its high-water mark at start-up: records missing.
+    pub const RECORDS_MISSING: u32 = 60908;
 }
 
 /// The catalog file, as compiled into the binary.
@@ -505,16 +509,16 @@ mod tests {
         assert_eq!(d(Component::WebConsole), 50);
         assert_eq!(d(Component::Portal), 62);
         assert_eq!(d(Component::Engine), 26);
-        assert_eq!(d(Component::Appliance), 16);
+        assert_eq!(d(Component::Appliance), 18);
         assert_eq!(entries[&Component::WebConsole], 52);
         assert_eq!(entries[&Component::Portal], 62);
         assert_eq!(entries[&Component::Engine], 26);
-        assert_eq!(entries[&Component::Appliance], 16);
+        assert_eq!(entries[&Component::Appliance], 18);
         assert_eq!(documented[&Component::WebConsole], 14);
         assert_eq!(documented[&Component::Portal], 22);
         assert_eq!(documented[&Component::Engine], 17);
         assert_eq!(documented[&Component::Appliance], 0);
-        assert_eq!(all().len(), 156);
+        assert_eq!(all().len(), 158);
     }
 
     #[test]
@@ -665,6 +669,8 @@ mod tests {
                 "Audit events refused while the disk was full (count)",
             ),
             (60906, "Torn audit log tail repaired at start-up"),
+            (60907, "Audit log sealed"),
+            (60908, "Audit records missing at start-up (high-water mark)"),
         ];
         for (code, desc) in spec {
             let e = one(code);
@@ -712,7 +718,7 @@ mod tests {
         assert!(lookup(u32::MAX).is_empty());
         assert!(!is_known(10013));
         assert!(!is_known(50004));
-        assert!(is_known(10001) && is_known(60906));
+        assert!(is_known(10001) && is_known(60906) && is_known(60908));
     }
 
     #[test]

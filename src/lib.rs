@@ -25,6 +25,7 @@ pub mod reader;
 pub mod record;
 pub mod reload;
 pub mod sdsocket;
+pub mod seal;
 pub mod search;
 pub mod shutdown;
 pub mod sinks;

@@ -32,8 +32,10 @@ enum Command {
     Tail(cli::tail::Args),
     /// Search all log files (compressed too) by time, code, component, user.
     Query(cli::query::Args),
-    /// Check seq continuity and the hash chain over all files.
+    /// Check seq continuity, the hash chain and the seals over all files.
     Verify(cli::verify::Args),
+    /// Forward-secure sealing: create the first key (`seal init`).
+    Seal(cli::seal::Args),
     /// Ask the daemon to rotate the active file now.
     Rotate(cli::rotate::Args),
     /// Show whether the daemon runs and how it is doing.
@@ -70,6 +72,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Command::Query(a) => cli::query::run(&ctx, a),
         Command::Verify(a) => cli::verify::run(&ctx, a),
         Command::Rotate(a) => cli::rotate::run(&ctx, a),
+        Command::Seal(a) => cli::seal::run(&ctx, a),
         Command::Status(a) => cli::status::run(&ctx, a),
         Command::Serve(a) => cli::serve::run(&ctx, a),
         Command::Bench(a) => cli::bench::run(&ctx, a),

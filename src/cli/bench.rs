@@ -9,7 +9,9 @@
 //! latency below saturation; without it each client keeps `--window`
 //! events in flight (saturation). `--rotate-size` makes the daemon rotate
 //! (and compress) while it is measured; `--compare-rotation` runs both in
-//! one invocation and prints the p99 ratio.
+//! one invocation and prints the p99 ratio. `--seal-interval D` runs
+//! without and with forward-secure sealing every D, alternating in
+//! `--pairs` pairs, and prints the throughput ratios.
 //!
 //! `--vs-rsyslog` measures the throughput of rsyslog's default file
 //! output (no fsync) in the same run: a private `rsyslogd` receives the
@@ -72,10 +74,14 @@ pub struct Args {
     /// Run without and with rotation every 5 MiB, in pairs, and compare p99.
     #[arg(long)]
     pub compare_rotation: bool,
-    /// Pairs (rounds) of runs for --compare-rotation, --vs-rsyslog, --rate
-    /// and --attack.
+    /// Pairs (rounds) of runs for --compare-rotation, --vs-rsyslog, --rate,
+    /// --attack and --seal-interval.
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
+    /// Run without and with sealing every this long (e.g. `1s`), in
+    /// pairs, and compare throughput.
+    #[arg(long, value_name = "DURATION")]
+    pub seal_interval: Option<String>,
     /// Compare throughput with a private rsyslogd (default file output, no
     /// fsync) receiving the same messages, in alternating runs.
     #[arg(long)]
@@ -137,6 +143,10 @@ pub struct Results {
     pub rss_peak_kib: u64,
     /// Group commits done by the daemon.
     pub syncs: u64,
+    /// Seal records (60907) in the log at the end of the run.
+    pub seals: u64,
+    /// Writer time spent sealing, microseconds (from the status file).
+    pub seal_us: u64,
     /// CPU time the daemon used (user + system) per acknowledged event,
     /// microseconds: unlike wall time, hardly moved by a busy machine.
     pub cpu_us_per_event: f64,
@@ -476,27 +486,69 @@ impl Drop for Daemon {
     }
 }
 
+fn bench_base(parent: &Path, label: &str) -> PathBuf {
+    parent.join(format!("nxaudit-bench-{}-{label}", std::process::id()))
+}
+
 fn start_daemon(
     parent: &Path,
     label: &str,
     flush: &str,
     rotate: Option<&str>,
+    seal: Option<u64>,
 ) -> anyhow::Result<Daemon> {
-    start_daemon_with(
-        parent,
-        label,
+    let base = fresh_base(parent, label)?;
+    let mut sealing = String::new();
+    if let Some(secs) = seal {
+        let path = base.join("seal.key");
+        let (key, _) = crate::seal::SealKey::generate(chrono::Utc::now(), secs)?;
+        crate::seal::KeyFile::open(&path)?.store(&key)?;
+        sealing = format!(
+            "seal_key_file = {:?}\nseal_interval = \"{secs}s\"\n",
+            path.display().to_string()
+        );
+    }
+    spawn_daemon(
+        base,
         &format!(
             "[log]\nflush = {flush:?}\nrotate_size = {:?}\nmax_files = 0\nmax_total_bytes = 0\nmin_free_bytes = 0\n\
-             [listener]\nmax_connections = 4096\nmax_connections_per_uid = 4096\n",
+             {sealing}[listener]\nmax_connections = 4096\nmax_connections_per_uid = 4096\n",
             rotate.unwrap_or("0")
         ),
     )
 }
 
-fn start_daemon_with(parent: &Path, label: &str, config: &str) -> anyhow::Result<Daemon> {
-    let base = parent.join(format!("nxaudit-bench-{}-{label}", std::process::id()));
+/// Seal records in the log files of `base`.
+fn count_seals(base: &Path) -> u64 {
+    let finder = memchr::memmem::Finder::new(b"|60907|");
+    let Ok(files) = crate::logset::list(&base.join("log")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for f in files {
+        let Ok(r) = crate::logset::open(&f) else {
+            continue;
+        };
+        for line in crate::logset::Lines::new(r).map_while(Result::ok) {
+            n += u64::from(finder.find(line.as_bytes()).is_some());
+        }
+    }
+    n
+}
+
+/// An empty directory for one run's daemon.
+fn fresh_base(parent: &Path, label: &str) -> anyhow::Result<PathBuf> {
+    let base = bench_base(parent, label);
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+    Ok(base)
+}
+
+fn start_daemon_with(parent: &Path, label: &str, config: &str) -> anyhow::Result<Daemon> {
+    spawn_daemon(fresh_base(parent, label)?, config)
+}
+
+fn spawn_daemon(base: PathBuf, config: &str) -> anyhow::Result<Daemon> {
     let cfg = base.join("bench.toml");
     std::fs::write(
         &cfg,
@@ -620,8 +672,9 @@ fn run_one(
     parent: &Path,
     label: &str,
     rotate: Option<&str>,
+    seal: Option<u64>,
 ) -> anyhow::Result<Results> {
-    let d = start_daemon(parent, label, &args.flush, rotate)?;
+    let d = start_daemon(parent, label, &args.flush, rotate, seal)?;
     let pid = d.child.id();
     let rss_idle = rss_kib(pid, "VmRSS:");
     let sock = d.base.join("audit.sock");
@@ -654,11 +707,29 @@ fn run_one(
     lat.sort_unstable();
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu = cpu_secs(pid);
-    let syncs = std::fs::read(d.base.join("state/status.json"))
+    // The status file is rewritten every second: take one written after
+    // the load ended.
+    let status_path = d.base.join("state/status.json");
+    let ended = std::time::SystemTime::now();
+    let wait = Instant::now();
+    while wait.elapsed() < Duration::from_secs(3)
+        && std::fs::metadata(&status_path)
+            .and_then(|m| m.modified())
+            .map_or(true, |m| m < ended)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::fs::read(&status_path)
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.pointer("/writer/syncs").and_then(|s| s.as_u64()))
-        .unwrap_or(0);
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let stat = |k: &str| {
+        status
+            .as_ref()
+            .and_then(|v| v.pointer(&format!("/writer/{k}")).and_then(|s| s.as_u64()))
+            .unwrap_or(0)
+    };
+    let syncs = stat("syncs");
+    let seal_us = stat("seal_us");
     let n = lat.len() as u64;
     Ok(Results {
         label: label.to_string(),
@@ -673,6 +744,8 @@ fn run_one(
         rss_idle_kib: rss_idle,
         rss_peak_kib: rss_peak,
         syncs,
+        seals: count_seals(&d.base),
+        seal_us,
         cpu_us_per_event: cpu * 1e6 / n.max(1) as f64,
     })
 }
@@ -965,7 +1038,48 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let mut raws = Vec::new();
     let mut rsyslog = Vec::new();
     let mut runs = Vec::new();
-    if let (Some(rate), false) = (args.rate, args.compare_rotation) {
+    let seal_secs = match &args.seal_interval {
+        Some(t) => Some(
+            crate::config::parse_duration(t)
+                .filter(|d| d.as_secs() >= 1)
+                .with_context(|| format!("invalid --seal-interval {t:?} (at least 1s)"))?
+                .as_secs(),
+        ),
+        None => None,
+    };
+    if let Some(secs) = seal_secs {
+        // A B B A A B …: pairs side by side, and each side goes first in
+        // half of them (the run after another one pays for its writeback).
+        for pair in 0..args.pairs.max(1) {
+            let unsealed = |runs: &mut Vec<Results>| -> anyhow::Result<()> {
+                runs.push(run_one(
+                    args,
+                    &parent,
+                    &format!("unsealed#{pair}"),
+                    args.rotate_size.as_deref(),
+                    None,
+                )?);
+                Ok(())
+            };
+            let sealed = |runs: &mut Vec<Results>| -> anyhow::Result<()> {
+                runs.push(run_one(
+                    args,
+                    &parent,
+                    &format!("sealed-{secs}s#{pair}"),
+                    args.rotate_size.as_deref(),
+                    Some(secs),
+                )?);
+                Ok(())
+            };
+            if pair % 2 == 0 {
+                unsealed(&mut runs)?;
+                sealed(&mut runs)?;
+            } else {
+                sealed(&mut runs)?;
+                unsealed(&mut runs)?;
+            }
+        }
+    } else if let (Some(rate), false) = (args.rate, args.compare_rotation) {
         // Raw group commit and daemon in pairs, so a disk stall or a busy
         // neighbour hits one pair, not one side.
         for pair in 0..args.pairs.max(1) {
@@ -974,7 +1088,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                 let (raw, run) = std::thread::scope(|s| {
                     let raw =
                         s.spawn(|| raw_group_commit(&parent, rate as f64, args.events, args.size));
-                    let run = run_one(args, &parent, &label, args.rotate_size.as_deref());
+                    let run = run_one(args, &parent, &label, args.rotate_size.as_deref(), None);
                     (
                         raw.join()
                             .unwrap_or_else(|_| Err(anyhow::anyhow!("raw group commit panicked"))),
@@ -990,7 +1104,13 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                     args.events,
                     args.size,
                 )?);
-                runs.push(run_one(args, &parent, &label, args.rotate_size.as_deref())?);
+                runs.push(run_one(
+                    args,
+                    &parent,
+                    &label,
+                    args.rotate_size.as_deref(),
+                    None,
+                )?);
             }
         }
     } else if args.vs_rsyslog {
@@ -1000,6 +1120,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                 &parent,
                 &format!("nxauditd#{pair}"),
                 args.rotate_size.as_deref(),
+                None,
             )?);
             rsyslog.push(rsyslog_run(args, &parent, &pair.to_string())?);
         }
@@ -1012,16 +1133,24 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                 &parent,
                 &format!("no-rotation#{pair}"),
                 None,
+                None,
             )?);
             runs.push(run_one(
                 args,
                 &parent,
                 &format!("rotate-5MiB#{pair}"),
                 Some("5MiB"),
+                None,
             )?);
         }
     } else {
-        runs.push(run_one(args, &parent, "run", args.rotate_size.as_deref())?);
+        runs.push(run_one(
+            args,
+            &parent,
+            "run",
+            args.rotate_size.as_deref(),
+            None,
+        )?);
     }
     if args.json {
         println!(
@@ -1096,6 +1225,48 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             ratios,
             median(ratios.clone())
         );
+    }
+    if seal_secs.is_some() {
+        let is_sealed = |r: &Results| r.label.starts_with("sealed");
+        let pairs: Vec<(&Results, &Results)> = runs
+            .chunks(2)
+            .filter(|p| p.len() == 2)
+            .map(|p| {
+                if is_sealed(&p[0]) {
+                    (&p[1], &p[0])
+                } else {
+                    (&p[0], &p[1])
+                }
+            })
+            .collect();
+        let mut tput: Vec<f64> = pairs
+            .iter()
+            .map(|(off, on)| on.events_per_s / off.events_per_s.max(1e-9))
+            .collect();
+        let seals: Vec<u64> = pairs.iter().map(|(_, on)| on.seals).collect();
+        // The writer is the bottleneck at saturation: the share of its
+        // time spent sealing bounds what sealing can cost, free of the
+        // run-to-run noise of a shared machine.
+        let share: Vec<f64> = pairs
+            .iter()
+            .map(|(_, on)| 100.0 * on.seal_us as f64 / (on.seconds * 1e6).max(1.0))
+            .collect();
+        println!(
+            "writer time spent sealing, per sealed run: {share:.2?} % of the run ({} us per seal on average)",
+            pairs.iter().map(|(_, on)| on.seal_us).sum::<u64>()
+                / pairs.iter().map(|(_, on)| on.seals).sum::<u64>().max(1)
+        );
+        println!(
+            "sealing vs none, pair by pair: throughput ratios {tput:.3?} (seals written: {seals:?})"
+        );
+        tput.sort_by(|a, b| a.total_cmp(b));
+        if let Some(m) = tput.get(tput.len() / 2) {
+            println!(
+                "median throughput with sealing = {:.1}% of without ({:+.1}%)",
+                100.0 * m,
+                100.0 * (m - 1.0)
+            );
+        }
     }
     if args.compare_rotation {
         let mut ratios: Vec<f64> = runs

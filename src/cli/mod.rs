@@ -12,6 +12,7 @@ pub mod bench;
 pub mod codes;
 pub mod query;
 pub mod rotate;
+pub mod seal;
 pub mod send;
 pub mod serve;
 pub mod status;

@@ -208,6 +208,15 @@ pub struct LogConfig {
     pub compress: Compression,
     /// HMAC key file for the chain; empty = plain SHA-256.
     pub chain_key_file: PathBuf,
+    /// Forward-secure sealing key file (`nxaudit seal init`); empty = no
+    /// sealing. Its directory must be writable by the daemon: the key is
+    /// replaced at every seal.
+    pub seal_key_file: PathBuf,
+    /// Epoch length of sealing: a seal at the end of every interval (the
+    /// key file created by `seal init` records it; the daemon uses the
+    /// key's).
+    #[serde(with = "duration")]
+    pub seal_interval: Duration,
     /// Refuse codes the catalog does not list.
     pub strict_codes: bool,
     /// File mode of log files (an octal string in the file).
@@ -241,6 +250,8 @@ impl Default for LogConfig {
             min_free_bytes: 256 << 20,
             compress: Compression::Zstd,
             chain_key_file: PathBuf::new(),
+            seal_key_file: PathBuf::new(),
+            seal_interval: Duration::from_secs(900),
             strict_codes: false,
             mode: FileMode::new(0o640),
             group: "nxaudit-read".into(),
@@ -547,6 +558,9 @@ impl Config {
         }
         if self.log.max_batch == 0 || self.log.queue == 0 {
             return Err(bad("log.max_batch and log.queue must be at least 1".into()));
+        }
+        if self.log.seal_interval.as_secs() == 0 {
+            return Err(bad("log.seal_interval must be at least 1s".into()));
         }
         if self.log.flush == FlushPolicy::Interval && self.log.flush_interval_ms == 0 {
             return Err(bad("log.flush_interval_ms must be at least 1".into()));

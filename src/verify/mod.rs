@@ -46,7 +46,8 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::appliance;
 use crate::logset::{self, LogFile};
-use crate::record::{self, Chain, GENESIS};
+use crate::record::{self, Chain, ParsedRecord, GENESIS};
+use crate::seal::{self, SealChecker, SealError, SealReport, VerifyKey};
 
 mod scan;
 
@@ -118,6 +119,15 @@ pub enum Defect {
         /// The `h` the chain gives.
         expected: String,
     },
+    /// Records are missing before a 60908 record: the daemon found the log
+    /// ending before its high-water mark at start-up (files deleted or cut).
+    #[error("seq {from} to {to} are missing (the daemon found the log cut back at start-up and wrote 60908)")]
+    RecordsMissing {
+        /// First missing seq.
+        from: u64,
+        /// Last missing seq.
+        to: u64,
+    },
     /// A rotation record (60903) names another `h` than its predecessor's.
     #[error("rotation record names previous h {named}, the previous record has {actual}")]
     RotationMismatch {
@@ -149,6 +159,14 @@ pub enum VerifyError {
         line: u64,
         /// What is wrong.
         defect: Defect,
+    },
+    /// The seals do not check (see [`crate::seal`]).
+    #[error("{}: {error}", file.display())]
+    Seal {
+        /// File holding the seal record.
+        file: PathBuf,
+        /// What is wrong.
+        error: SealError,
     },
     /// The set changed under every listing tried (a daemon rotating faster
     /// than the set can be read); nothing is claimed either way.
@@ -182,6 +200,7 @@ impl VerifyError {
                 | VerifyError::EmptyDir(_)
                 | VerifyError::NoRecords(_)
                 | VerifyError::Broken { .. }
+                | VerifyError::Seal { .. }
         )
     }
 }
@@ -217,6 +236,8 @@ pub struct Report {
     pub unverified_tail: Option<UnverifiedTail>,
     /// Listings needed to get a consistent view (1 when nothing raced).
     pub attempts: u32,
+    /// What the seals (60907) show.
+    pub seal: SealReport,
 }
 
 /// Receives progress; all methods default to nothing. Called from the
@@ -232,10 +253,22 @@ pub trait Progress: Sync {
 
 impl Progress for () {}
 
-/// Verifies the log set in `dir` with `chain`.
+/// Verifies the log set in `dir` with `chain`; seals are checked for
+/// structure only.
 pub fn verify_dir(
     dir: &Path,
     chain: &Chain,
+    progress: &dyn Progress,
+) -> Result<Report, VerifyError> {
+    verify_dir_sealed(dir, chain, None, progress)
+}
+
+/// Verifies the log set in `dir` with `chain`, and its seals with
+/// `seal_key` when given (else their structure only).
+pub fn verify_dir_sealed(
+    dir: &Path,
+    chain: &Chain,
+    seal_key: Option<&VerifyKey>,
     progress: &dyn Progress,
 ) -> Result<Report, VerifyError> {
     match std::fs::metadata(dir) {
@@ -262,7 +295,7 @@ pub fn verify_dir(
         if set.is_empty() {
             return Err(VerifyError::EmptyDir(dir.to_path_buf()));
         }
-        match check_set(dir, &set, chain, progress, &mut cache)? {
+        match check_set(dir, &set, chain, seal_key, progress, &mut cache)? {
             Checked::Intact(mut rep) => {
                 rep.attempts = attempt;
                 return Ok(rep);
@@ -386,6 +419,16 @@ struct Link {
     seq: u64,
     ts: Stamp,
     h: [u8; 32],
+    /// The range a 60908 record names as missing.
+    gap: Option<(u64, u64)>,
+}
+
+/// A record the seal check needs (seals, starts, missing-record notes),
+/// parsed in full, with the `h` of the record before it in its file.
+#[derive(Debug, Clone)]
+struct Mark {
+    rec: ParsedRecord,
+    prev_h: Option<[u8; 32]>,
 }
 
 /// A file's first record, checked against the previous file afterwards.
@@ -406,6 +449,8 @@ struct Summary {
     last: Option<Link>,
     /// Bytes after the last newline (active file only; else a defect).
     tail: u64,
+    /// Records the seal check needs, in order.
+    marks: Vec<Mark>,
 }
 
 enum Fault {
@@ -432,6 +477,7 @@ fn check_set(
     dir: &Path,
     set: &[Opened],
     chain: &Chain,
+    seal_key: Option<&VerifyKey>,
     progress: &dyn Progress,
     cache: &mut HashMap<(u64, u64), Arc<Summary>>,
 ) -> Result<Checked, VerifyError> {
@@ -483,6 +529,7 @@ fn check_set(
     let mut records = 0u64;
     let mut bytes = 0u64;
     let mut tail = None;
+    let mut seals = SealChecker::new(seal_key);
     for (i, f) in set.iter().enumerate() {
         let r = results[i].lock().ok().and_then(|mut s| s.take());
         let path = &f.info.path;
@@ -529,6 +576,20 @@ fn check_set(
                 }
             }
         }
+        for (k, m) in sum.marks.iter().enumerate() {
+            // The first line of a file follows the previous file's last.
+            let before = match (&m.prev_h, k, &prev) {
+                (Some(h), _, _) => Some(*h),
+                (None, 0, Some((_, last))) => Some(last.h),
+                _ => None,
+            };
+            if let Err(error) = seals.observe(&m.rec, before.as_ref().map(hex_str)) {
+                return Ok(Checked::Broken(VerifyError::Seal {
+                    file: path.clone(),
+                    error,
+                }));
+            }
+        }
         if let Some(last) = &sum.last {
             prev = Some((i, last.clone()));
         }
@@ -549,6 +610,11 @@ fn check_set(
         .iter()
         .find_map(|s| s.first.as_ref().map(|f| f.link.seq))
         .unwrap_or(last.seq);
+    let unsealed = match seals.last_seal_seq() {
+        Some(s) => last.seq.saturating_sub(s),
+        None => records,
+    };
+    seals.set_unsealed(unsealed);
     Ok(Checked::Intact(Report {
         files: set.len(),
         records,
@@ -559,6 +625,7 @@ fn check_set(
         anchor,
         unverified_tail: tail,
         attempts: 1,
+        seal: seals.finish(),
     }))
 }
 
@@ -568,6 +635,10 @@ fn hex_str(h: &[u8; 32]) -> &str {
 }
 
 fn check_anchor(first: &First, chain: &Chain) -> Result<Anchor, Defect> {
+    if let Some((from, to)) = first.link.gap {
+        // The set starts with the daemon saying what it found missing.
+        return Err(Defect::RecordsMissing { from, to });
+    }
     let from = if first.link.seq == 1 {
         Some(GENESIS)
     } else {
@@ -603,6 +674,11 @@ fn check_link(last: &Link, first: &First, chain: &Chain) -> Result<(), Defect> {
 
 fn follows(prev: &Link, cur: &Link) -> Result<(), Defect> {
     if Some(cur.seq) != prev.seq.checked_add(1) {
+        if let Some((from, to)) = cur.gap {
+            if from == prev.seq + 1 && to.checked_add(1) == Some(cur.seq) {
+                return Err(Defect::RecordsMissing { from, to });
+            }
+        }
         return Err(Defect::SeqGap {
             seq: cur.seq,
             after: prev.seq,
@@ -627,6 +703,26 @@ fn check_h(chain: &Chain, prev_h: &str, body: &str, cur: &Link) -> Result<(), De
         });
     }
     Ok(())
+}
+
+/// Whether the seal check needs `rec`.
+fn is_mark(rec: &ParsedRecord) -> bool {
+    rec.source == "Appliance"
+        && matches!(
+            rec.code,
+            seal::SEAL_CODE | seal::START_CODE | seal::MISSING_CODE
+        )
+}
+
+/// The range a 60908 record names.
+fn missing_range(rec: &ParsedRecord) -> Option<(u64, u64)> {
+    if rec.code != seal::MISSING_CODE || rec.source != "Appliance" {
+        return None;
+    }
+    Some((
+        rec.field("from")?.parse().ok()?,
+        rec.field("to")?.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]

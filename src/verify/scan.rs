@@ -93,6 +93,8 @@ pub(super) struct Light<'l> {
     pub(super) body: Cow<'l, str>,
     /// `previous_h=` of a rotation record.
     pub(super) previous_h: Option<String>,
+    /// The full record, when the seal check needs it.
+    pub(super) mark: Option<ParsedRecord>,
 }
 
 impl Scan<'_> {
@@ -101,11 +103,19 @@ impl Scan<'_> {
         let at = self.line_no;
         self.sum.bytes += raw.len() as u64 + 1;
         let l = light(raw).map_err(|d| Fault::Line(at, d))?;
+        let gap = l.mark.as_ref().and_then(missing_range);
         let link = Link {
             seq: l.seq,
             ts: l.ts,
             h: l.h,
+            gap,
         };
+        if let Some(rec) = l.mark {
+            self.sum.marks.push(Mark {
+                rec,
+                prev_h: self.sum.last.as_ref().map(|p| p.h),
+            });
+        }
         match &self.sum.last {
             None => {
                 self.sum.first = Some(First {
@@ -163,7 +173,7 @@ pub(super) fn finders() -> &'static Finders {
     F.get_or_init(|| Finders {
         trailer: memchr::memmem::Finder::new(b" | seq="),
         value: memchr::memmem::Finder::new(b"=\""),
-        rotation: memchr::memmem::Finder::new(b"|60903|"),
+        rotation: memchr::memmem::Finder::new(b"|6090"),
     })
 }
 
@@ -183,16 +193,18 @@ pub(super) fn light(raw: &[u8]) -> Result<Light<'_>, Defect> {
     let mut h = [0u8; 32];
     h.copy_from_slice(&raw[split + 3..]);
     let body = &line[..split];
-    let previous_h = if finders().rotation.find(raw).is_some() {
-        // Possibly a rotation record: parse it in full to be sure.
+    let (previous_h, mark) = if finders().rotation.find(raw).is_some() {
+        // Possibly one of the daemon's own 6090x records (rotation, seal,
+        // start, missing records): parse it in full to be sure.
         let rec = record::parse_line(line).map_err(|e| malformed(&e.to_string()))?;
-        if rec.code == appliance::ROTATED {
+        let previous_h = if rec.code == appliance::ROTATED {
             rec.field("previous_h").map(str::to_string)
         } else {
             None
-        }
+        };
+        (previous_h, is_mark(&rec).then_some(rec))
     } else {
-        None
+        (None, None)
     };
     Ok(Light {
         ts,
@@ -200,6 +212,7 @@ pub(super) fn light(raw: &[u8]) -> Result<Light<'_>, Defect> {
         h,
         body: Cow::Borrowed(body),
         previous_h,
+        mark,
     })
 }
 
@@ -213,12 +226,14 @@ pub(super) fn full(line: &str) -> Result<Light<'_>, Defect> {
     } else {
         None
     };
+    let body = rec.body.clone();
     Ok(Light {
         ts: Stamp::Parsed(rec.ts),
         seq: rec.seq,
         h,
         previous_h,
-        body: Cow::Owned(rec.body),
+        mark: is_mark(&rec).then_some(rec),
+        body: Cow::Owned(body),
     })
 }
 

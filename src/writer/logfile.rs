@@ -20,6 +20,7 @@ use crate::config::{Config, FlushPolicy, LogConfig};
 use crate::fsutil::{self, Access, Dir, FsError};
 use crate::logset;
 use crate::record::{self, Chain, Entry, Format, Stamp, GENESIS};
+use crate::seal::{self, HighWaterMark, KeyFile, SealKey, SealRequest};
 
 use super::ids::IdTable;
 
@@ -38,6 +39,10 @@ pub enum OpenError {
     /// file, a directory other users can write).
     #[error(transparent)]
     Files(#[from] FsError),
+    /// The seal key file is unusable (sealing is configured: the daemon
+    /// does not run unsealed).
+    #[error("{0}")]
+    Seal(#[from] seal::SealError),
     /// The chain key file is unusable.
     #[error("chain key file {path}: {why}")]
     Key {
@@ -62,6 +67,16 @@ pub struct Recovery {
     pub torn_bytes: u64,
     /// Records read back from the active file.
     pub records_in_active: u64,
+    /// Seqs found missing against the high-water mark (first, last).
+    pub missing: Option<(u64, u64)>,
+}
+
+/// The writer's sealing state: the evolving key and its file.
+struct Sealer {
+    key: SealKey,
+    file: KeyFile,
+    /// Seals whose key was retired but whose record was not written.
+    lost: u64,
 }
 
 /// The writer's view of the active file.
@@ -92,6 +107,12 @@ pub(crate) struct LogWriter {
     last_sync: Instant,
     stats: Arc<WriterStats>,
     compressor: super::Compressor,
+    sealer: Option<Sealer>,
+    /// Stores the high-water mark in the state directory.
+    marker: super::mark::Marker,
+    /// Timestamp the next rendered record must carry (a seal's, fixed
+    /// before its MAC is made).
+    pin_ts: Option<DateTime<Utc>>,
 }
 
 /// Length of `f` up to and including its last newline (0 if none), read
@@ -252,6 +273,33 @@ impl LogWriter {
             why: e.to_string(),
         })?;
         let file_mode = cfg.log.mode.bits();
+        let state = Dir::create(&cfg.state_dir, "")?;
+        let sealer = if cfg.log.seal_key_file.as_os_str().is_empty() {
+            None
+        } else {
+            let key = SealKey::load(&cfg.log.seal_key_file)?;
+            if key.interval() != cfg.log.seal_interval.as_secs() {
+                warn!(
+                    key = key.interval(),
+                    config = cfg.log.seal_interval.as_secs(),
+                    "seal_interval differs from the interval of the seal key; the key's is used"
+                );
+            }
+            Some(Sealer {
+                key,
+                file: KeyFile::open(&cfg.log.seal_key_file)?,
+                lost: 0,
+            })
+        };
+        // Read before the log: a mark that cannot be read is reported, and
+        // start-up goes on without it.
+        let mark = match HighWaterMark::load(&cfg.state_dir) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot read the high-water mark");
+                None
+            }
+        };
         let active = dir.join(logset::ACTIVE);
         let mut recovery = Recovery::default();
         let previous = open_previous(&dir);
@@ -343,11 +391,24 @@ impl LogWriter {
             dir_fd.sync()?;
         }
         fsutil::set_group(&file, &cfg.log.group, &active);
-        let (next_seq, last_h, last_ts) = match last {
+        let (mut next_seq, last_h, last_ts) = match last {
             Some(l) => (l.seq + 1, l.h, l.ts),
             None => (1, GENESIS.to_string(), DateTime::<Utc>::MIN_UTC),
         };
         recovery.last_seq = next_seq - 1;
+        let mut expected_h = None;
+        if let Some(m) = mark.filter(|m| m.seq >= next_seq) {
+            // The log ends before what was once durable: files deleted or
+            // cut. Seq goes on after the mark, never reusing one.
+            warn!(
+                from = next_seq,
+                to = m.seq,
+                "the audit log ends before its high-water mark: records are missing"
+            );
+            recovery.missing = Some((next_seq, m.seq));
+            next_seq = m.seq + 1;
+            expected_h = Some(m.h);
+        }
         let now = Utc::now().max(last_ts);
         let (file_start, file_first_seq) = first.unwrap_or((now, next_seq));
         stats.last_seq.store(next_seq - 1, Ordering::Relaxed);
@@ -382,6 +443,9 @@ impl LogWriter {
             last_sync: Instant::now(),
             stats,
             compressor,
+            sealer,
+            marker: super::mark::Marker::start(state),
+            pin_ts: None,
         };
         let io_fail = |e: AppendError| OpenError::Io {
             what: "write start-up record".into(),
@@ -390,6 +454,16 @@ impl LogWriter {
         if recovery.torn_bytes > 0 {
             let e = Entry::appliance(appliance::TORN_TAIL_REPAIRED)
                 .field("bytes", recovery.torn_bytes.to_string());
+            w.append_own(e).map_err(io_fail)?;
+        }
+        if let (Some((from, to)), Some(h)) = (recovery.missing, expected_h) {
+            let e = Entry::appliance(seal::MISSING_CODE)
+                .field("from", from.to_string())
+                .field("to", to.to_string())
+                .field("expected_h", h)
+                .with_message(format!(
+                    "Audit records missing at start-up: seq {from} to {to} (the log ends before its high-water mark)"
+                ));
             w.append_own(e).map_err(io_fail)?;
         }
         let flush = match cfg.log.flush {
@@ -430,7 +504,14 @@ impl LogWriter {
 
     /// Renders one record at `seq`, advancing the chain and clock in place.
     fn render(&mut self, e: &Entry, seq: u64, buf: &mut Vec<u8>) {
-        let ts = Utc::now().max(self.last_ts);
+        // Only the seal's own record takes the pinned time: its MAC names
+        // the epoch of that time.
+        let pinned = if e.code == seal::SEAL_CODE {
+            self.pin_ts.take()
+        } else {
+            None
+        };
+        let ts = pinned.unwrap_or_else(Utc::now).max(self.last_ts);
         let st = Stamp {
             ts,
             host: &self.host,
@@ -634,8 +715,14 @@ impl LogWriter {
         self.last_sync = Instant::now();
     }
 
-    /// Periodic work: interval sync, retrying 60905, age rotation.
+    /// Periodic work: interval sync, retrying 60905, sealing at the end
+    /// of an interval, age rotation.
     pub(crate) fn tick(&mut self, now: Instant) {
+        if let Some(s) = &self.sealer {
+            if s.key.epoch_of(Utc::now()) > s.key.epoch() {
+                self.seal_now("interval");
+            }
+        }
         if self.dirty
             && self.cfg.flush == FlushPolicy::Interval
             && now.duration_since(self.last_sync).as_millis() as u64 >= self.cfg.flush_interval_ms
@@ -697,13 +784,96 @@ impl LogWriter {
         self.append_own(e)
     }
 
+    /// Writes a seal (60907) over the chain head when sealing is on: the
+    /// key file moves past the sub-key first (synced), then the record is
+    /// written and made durable, then the high-water mark. A seal that
+    /// cannot be written is counted in the next one (`lost`).
+    pub(crate) fn seal_now(&mut self, reason: &str) {
+        let Some(s) = self.sealer.as_mut() else {
+            return;
+        };
+        let started = Instant::now();
+        let ts = s.key.seal_time(Utc::now().max(self.last_ts));
+        let seq = self.next_seq;
+        let fields = s.key.seal(&SealRequest {
+            ts,
+            seq,
+            head: &self.last_h,
+            reason,
+            lost: s.lost,
+        });
+        if let Err(e) = s.file.store(&s.key) {
+            // The used sub-key would stay on disk: no seal is published
+            // with it.
+            warn!(error = %e, "cannot replace the seal key; seal skipped");
+            s.lost += 1;
+            return;
+        }
+        let mut e = Entry::appliance(seal::SEAL_CODE);
+        for (k, v) in fields.to_fields() {
+            e = e.field(k, v);
+        }
+        self.pin_ts = Some(ts);
+        let res = self.append_own(e);
+        self.pin_ts = None;
+        match res {
+            Ok(_) => {
+                if let Some(s) = self.sealer.as_mut() {
+                    s.lost = 0;
+                }
+                if self.dirty {
+                    self.sync_now();
+                }
+                self.post_mark();
+                self.stats.seals.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .seal_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot write the seal record");
+                if let Some(s) = self.sealer.as_mut() {
+                    s.lost += 1;
+                }
+            }
+        }
+    }
+
+    /// The last durable seq and `h`; the caller has synced the log.
+    fn mark(&self) -> Option<HighWaterMark> {
+        (self.next_seq > 1).then(|| HighWaterMark {
+            seq: self.next_seq - 1,
+            h: self.last_h.clone(),
+        })
+    }
+
+    /// Records the high-water mark soon, off the writer thread.
+    fn post_mark(&mut self) {
+        if let Some(m) = self.mark() {
+            self.marker.post(m);
+        }
+    }
+
+    /// The last steps of a clean stop, after 60902: seal, sync, and the
+    /// mark made durable before returning.
+    pub(crate) fn close(&mut self) {
+        self.seal_now("shutdown");
+        self.sync_now();
+        if let Some(m) = self.mark() {
+            self.marker.store_now(m);
+        }
+    }
+
     /// Rotates: sync, rename the active file, create a new one starting with
     /// 60903, hand the old one to the compressor.
     pub(crate) fn rotate(&mut self, reason: &str) -> Result<PathBuf, AppendError> {
+        // Every rotated file ends sealed.
+        self.seal_now("rotation");
         // Under flush = "sync" every batch is already durable.
         if self.dirty {
             self.sync_now();
         }
+        self.post_mark();
         let name = logset::rotated_name(self.file_start, self.file_first_seq);
         let target = self.dir.join(&name);
         let fail = |what: &str, e: io::Error| AppendError::WriteFailed(format!("{what}: {e}"));
@@ -801,6 +971,31 @@ mod tests {
             })
         );
         assert_eq!(w.refused_pending, 2);
+    }
+
+    #[test]
+    fn a_log_cut_below_the_high_water_mark_resumes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.apply_base_dir(dir.path());
+        let (mut w, _) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
+        outcomes(&mut w, &["a", "b"]);
+        w.close();
+        let mark = w.next_seq - 1;
+        let active = w.active.clone();
+        drop(w);
+        std::fs::write(&active, "").unwrap();
+        let (w, rec) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
+        assert_eq!(rec.missing, Some((1, mark)));
+        // 60908, then 60901, both after the mark.
+        assert_eq!(w.next_seq, mark + 3);
+        let text = std::fs::read_to_string(&active).unwrap();
+        let first = record::parse_line(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first.code, seal::MISSING_CODE);
+        assert_eq!(first.seq, mark + 1);
+        assert_eq!(first.field("to"), Some(mark.to_string().as_str()));
     }
 
     #[test]

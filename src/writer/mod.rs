@@ -18,6 +18,7 @@
 mod ids;
 mod lanes;
 mod logfile;
+mod mark;
 mod rotate;
 
 use std::path::PathBuf;
@@ -95,6 +96,11 @@ pub struct WriterStats {
     pub ids_forgotten: AtomicU64,
     /// Rotations since start.
     pub rotations: AtomicU64,
+    /// Seals (60907) written since start.
+    pub seals: AtomicU64,
+    /// Microseconds the writer spent sealing (key evolution, key file
+    /// replacement, the seal record, the high-water mark) since start.
+    pub seal_us: AtomicU64,
     /// Whether the last write failed for lack of space.
     pub disk_full: AtomicBool,
     /// Size of the active file.
@@ -116,6 +122,8 @@ impl WriterStats {
             "duplicates": self.duplicates.load(Ordering::Relaxed),
             "ids_forgotten": self.ids_forgotten.load(Ordering::Relaxed),
             "rotations": self.rotations.load(Ordering::Relaxed),
+            "seals": self.seals.load(Ordering::Relaxed),
+            "seal_us": self.seal_us.load(Ordering::Relaxed),
             "disk_full": self.disk_full.load(Ordering::Relaxed),
             "active_size": self.active_size.load(Ordering::Relaxed),
             "heartbeat_ms": self.heartbeat_ms.load(Ordering::Relaxed),
@@ -357,7 +365,7 @@ fn writer_loop(
                     Entry::appliance(appliance::DAEMON_STOPPED)
                         .with_message("Audit daemon stopped"),
                 );
-                log.sync_now();
+                log.close();
                 let _ = r.send(res);
                 rx.close();
                 while let Ok(c) = rx.try_recv() {

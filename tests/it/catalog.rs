@@ -47,11 +47,11 @@ fn distinct_codes(entries: &[Value], component: &str) -> BTreeSet<u64> {
 #[test]
 fn json_lists_every_code_with_exact_counts() {
     let all = codes_json(&[]);
-    assert_eq!(all.len(), 156);
+    assert_eq!(all.len(), 158);
     assert_eq!(distinct_codes(&all, "WebConsole").len(), 50);
     assert_eq!(distinct_codes(&all, "Portal").len(), 62);
     assert_eq!(distinct_codes(&all, "Engine").len(), 26);
-    assert_eq!(distinct_codes(&all, "Appliance").len(), 16);
+    assert_eq!(distinct_codes(&all, "Appliance").len(), 18);
     for e in &all {
         for key in [
             "code",
@@ -103,7 +103,7 @@ fn component_filter_is_case_insensitive() {
     assert_eq!(distinct_codes(&console, "WebConsole").len(), 50);
     assert_eq!(codes_json(&["--component", "WEBCONSOLE"]).len(), 52);
     assert_eq!(codes_json(&["--component", "engine"]).len(), 26);
-    assert_eq!(codes_json(&["--component", "Appliance"]).len(), 16);
+    assert_eq!(codes_json(&["--component", "Appliance"]).len(), 18);
 }
 
 #[test]

@@ -1069,9 +1069,9 @@ fn sighup_changes_the_units_followed() {
     j.start("nxengine@a.service");
     j.start("nxengine@b.service");
     j.pending_expect.pop(); // b is not followed yet
-    // a's stop comes after b's start in the journal: once it is recorded,
-    // b's start was read under the old units (a reload applies from the
-    // next entry read, so without this marker the test raced the follower).
+                            // a's stop comes after b's start in the journal: once it is recorded,
+                            // b's start was read under the old units (a reload applies from the
+                            // next entry read, so without this marker the test raced the follower).
     j.stop("nxengine@a.service");
     j.flush("system.journal");
     let only_a = format!(
@@ -1079,7 +1079,9 @@ fn sighup_changes_the_units_followed() {
         config(&j.dir, "all", "journalctl")
     );
     let d = TestDaemon::start(&only_a);
-    wait_d(&d, "a's start and stop", LONG, || engine_records(&d).len() == 2);
+    wait_d(&d, "a's start and stop", LONG, || {
+        engine_records(&d).len() == 2
+    });
     d.write_config(&config(&j.dir, "all", "journalctl"));
     d.signal(nix::sys::signal::Signal::SIGHUP);
     wait_d(&d, "the reload record", LONG, || {

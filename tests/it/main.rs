@@ -24,4 +24,5 @@ mod packaging;
 mod protocol;
 mod query;
 mod syslog;
+mod tamper;
 mod verify;

@@ -25,7 +25,7 @@ pub const MAX_MESSAGE: usize = 8000;
 /// otherwise.
 pub fn severity(code: u32) -> u8 {
     match code {
-        60002 | 60102 | 60203 | 60905 | 60906 => 5,
+        60002 | 60102 | 60203 | 60905 | 60906 | 60908 => 5,
         _ => 6,
     }
 }
