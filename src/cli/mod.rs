@@ -11,6 +11,7 @@ use crate::config::Config;
 pub mod bench;
 pub mod codes;
 pub mod query;
+pub mod replica;
 pub mod rotate;
 pub mod seal;
 pub mod send;

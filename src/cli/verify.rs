@@ -42,6 +42,17 @@ pub struct Args {
     /// daemon runs, no limit when it is stopped.
     #[arg(long, value_name = "DURATION")]
     pub max_unsealed: Option<String>,
+    /// Verify a collector's copy (one file of forwarded record lines)
+    /// instead of the log directory.
+    #[arg(long, value_name = "PATH")]
+    pub replica: Option<std::path::PathBuf>,
+    /// With --replica: compare the copy with this appliance log directory.
+    #[arg(long, value_name = "DIR", requires = "replica")]
+    pub against: Option<std::path::PathBuf>,
+    /// With --replica: the appliance's chain key file (default: the
+    /// configured `[log] chain_key_file`).
+    #[arg(long, value_name = "FILE", requires = "replica")]
+    pub chain_key: Option<std::path::PathBuf>,
 }
 
 /// Loads the chain function of a config.
@@ -96,6 +107,25 @@ fn bar() -> Option<Bar> {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(ctx: &Context, args: &Args) -> anyhow::Result<i32> {
+    if let Some(path) = &args.replica {
+        let key = args
+            .chain_key
+            .as_deref()
+            .unwrap_or(&ctx.config.log.chain_key_file);
+        let seal_key: Option<VerifyKey> = args
+            .seal_key
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .context("--seal-key")?;
+        return super::replica::run(
+            path,
+            args.against.as_deref(),
+            key,
+            seal_key.as_ref(),
+            args.json,
+        );
+    }
     let chain = chain_of(&ctx.config)?;
     let dir = &ctx.config.log_dir;
     let key: Option<VerifyKey> = args

@@ -49,6 +49,7 @@ use crate::logset::{self, LogFile};
 use crate::record::{self, Chain, ParsedRecord, GENESIS};
 use crate::seal::{self, SealChecker, SealError, SealReport, VerifyKey};
 
+pub mod replica;
 mod scan;
 
 use scan::scan_file;

@@ -303,6 +303,10 @@ fn socket_activation_through_listen_fds() {
         .output()
         .is_err()
     {
+        assert!(
+            !must_not_skip(),
+            "systemd-socket-activate is not installed (package systemd)"
+        );
         eprintln!(
             "SKIP socket_activation_through_listen_fds: systemd-socket-activate not installed"
         );
@@ -322,8 +326,14 @@ fn socket_activation_through_listen_fds() {
         .unwrap();
     // systemd-socket-activate binds first and starts the daemon on the
     // first connection; the daemon must then serve that very socket.
-    wait_for("socket bound", Duration::from_secs(10), || sock.exists());
-    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    // The path appears at bind(), before listen(): a connect in between is
+    // refused, so the predicate is a connect that succeeds.
+    let mut conn = None;
+    wait_for("socket listening", Duration::from_secs(10), || {
+        conn = std::os::unix::net::UnixStream::connect(&sock).ok();
+        conn.is_some()
+    });
+    let s = conn.unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut w = s.try_clone().unwrap();
     w.write_all(format!("{}\n", ev(50000, "")).as_bytes())

@@ -10,6 +10,7 @@ mod catalog;
 mod corpus;
 mod durability;
 mod file_sink;
+mod fleet;
 mod hostile_api;
 mod hostile_clients;
 mod hostile_files;

@@ -860,7 +860,7 @@ fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
 }
 
 /// What the package must contain: path → mode as `dpkg-deb -c` shows it.
-const ASSETS: [(&str, &str); 12] = [
+const ASSETS: [(&str, &str); 14] = [
     ("./usr/bin/nxauditd", "-rwxr-xr-x"),
     ("./usr/bin/nxaudit", "-rwxr-xr-x"),
     ("./lib/systemd/system/nxauditd.service", "-rw-r--r--"),
@@ -876,10 +876,18 @@ const ASSETS: [(&str, &str); 12] = [
         "./usr/share/doc/nxaudit/examples/nxaudit-intake.conf",
         "-rw-r--r--",
     ),
+    (
+        "./usr/share/doc/nxaudit/examples/nxaudit-fleet-appliance.conf",
+        "-rw-r--r--",
+    ),
+    (
+        "./usr/share/doc/nxaudit/examples/nxaudit-fleet-collector.conf",
+        "-rw-r--r--",
+    ),
 ];
 
 /// Source of each packaged text file, relative to the package inputs.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 11] = [
     (
         "lib/systemd/system/nxauditd.service",
         "systemd/nxauditd.service",
@@ -909,6 +917,14 @@ const SOURCES: [(&str, &str); 9] = [
     (
         "usr/share/doc/nxaudit/examples/nxaudit-intake.conf",
         "packaging/rsyslog/nxaudit-intake.conf",
+    ),
+    (
+        "usr/share/doc/nxaudit/examples/nxaudit-fleet-appliance.conf",
+        "packaging/rsyslog/nxaudit-fleet-appliance.conf",
+    ),
+    (
+        "usr/share/doc/nxaudit/examples/nxaudit-fleet-collector.conf",
+        "packaging/rsyslog/nxaudit-fleet-collector.conf",
     ),
 ];
 

@@ -427,3 +427,42 @@ fn verify_with_the_seal_key_beside_a_daemon_rotating_and_compressing_under_load(
         let _ = loader.join();
     });
 }
+
+/// The collector's copy carries the seals too: a copy edited before its
+/// last seal (chain recomputed, as on the appliance) passes a keyless
+/// `verify --replica`, and `verify --replica --seal-key` names the seal.
+#[test]
+fn seal_mac_catches_a_replica_rewritten_before_its_last_seal() {
+    let mut s = Sealed::start("1s", "");
+    s.d.send(&user_events("alice", 5));
+    s.wait_sealed_after(s.last_seq());
+    assert!(s.d.term().success());
+    let copy = s.d.state_dir().join("replica.log");
+    let mut lines: Vec<String> = read_set(&s.d.log_dir())
+        .into_iter()
+        .flat_map(|(_, l)| l)
+        .collect();
+    std::fs::write(&copy, lines.join("\n") + "\n").expect("write copy");
+    let copy_arg = copy.to_str().expect("utf-8 path");
+    let ok = s.verify(&["--replica", copy_arg]);
+    assert_ok("the faithful copy with the seal key", &ok);
+    assert!(
+        text(&ok).contains("checked with the verification key"),
+        "{}",
+        text(&ok)
+    );
+    let line = lines
+        .iter_mut()
+        .find(|l| l.contains("|alice]"))
+        .expect("an alice record");
+    *line = line.replacen("alice", "mallory", 1);
+    forge(vec![(copy.clone(), lines)], false);
+    let plain = s.d.cli(&["verify", "--replica", copy_arg]);
+    assert_ok("keyless verify of the copy's recomputed chain", &plain);
+    assert!(text(&plain).contains("structure only"), "{}", text(&plain));
+    assert_fails(
+        "the seal MAC on the replica",
+        &s.verify(&["--replica", copy_arg]),
+        "MAC does not match",
+    );
+}

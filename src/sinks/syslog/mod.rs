@@ -29,7 +29,7 @@ pub mod delivery;
 pub mod rfc5424;
 
 pub use delivery::Delivery;
-pub use rfc5424::{format_rfc5424, severity, APP_NAME, FACILITY, MAX_MESSAGE, SD_ID};
+pub use rfc5424::{format_rfc5424, record_line, severity, APP_NAME, FACILITY, MAX_MESSAGE, SD_ID};
 
 /// Name of the checkpoint file in the state directory (unchanged since
 /// the first release, so an upgrade resumes where it stopped).
@@ -70,6 +70,7 @@ impl ForwardConfig {
             filter: RecordFilter::by_code_and_component(&self.codes, &self.components),
             delivery: Delivery::new(self.target.clone()),
             procid: std::process::id(),
+            lines_cut: 0,
         }
     }
 }
@@ -80,6 +81,8 @@ pub struct SyslogSink {
     filter: RecordFilter,
     delivery: Delivery,
     procid: u32,
+    /// Records whose line had to be cut to fit a datagram.
+    lines_cut: u64,
 }
 
 impl Sink for SyslogSink {
@@ -113,11 +116,19 @@ impl Sink for SyslogSink {
     async fn deliver(&mut self, r: &LogRecord) -> io::Result<()> {
         let mut limit = MAX_MESSAGE;
         loop {
-            let msg = format_rfc5424(&r.rec, self.procid, limit);
+            let (msg, line_cut) = format_rfc5424(&r.rec, self.procid, limit);
             match self.delivery.send(r.rec.seq, &msg).await {
-                // Too long for this socket: cut further (the seq is kept).
+                // The kernel refuses a datagram this large (socket send
+                // buffer): smaller, shedding structured data first.
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && limit > 512 => limit /= 2,
-                other => return other,
+                Ok(()) => {
+                    if line_cut {
+                        self.lines_cut += 1;
+                        tracing::warn!(seq = r.rec.seq, bytes = msg.len(), "forwarder: record line too long for one datagram; sent cut, marked truncated=\"true\"");
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -137,6 +148,7 @@ impl Sink for SyslogSink {
         doc.insert("target".into(), json!(self.target));
         doc.insert("unconfirmed".into(), json!(self.delivery.unconfirmed.len()));
         doc.insert("replayed".into(), json!(self.delivery.replayed));
+        doc.insert("lines_cut".into(), json!(self.lines_cut));
     }
 }
 

@@ -2,15 +2,27 @@
 //!
 //! Format: `<PRI>1 TS HOST nxauditd PID CODE [nxaudit@32473 seq="…"
 //! code="…" component="…" source="…" category="…" account="…" pid="…"
-//! uid="…" gid="…" <fields…> h="…"] text`, facility authpriv, severity
-//! notice for failures and refusals, info otherwise. 32473 is the example
-//! enterprise number of RFC 5424 (Nexthink has no registered one here);
-//! SD-PARAM values are escaped per RFC 5424 (`"`, `\`, `]`), control
-//! characters in values and text as in the log (`\n`, `\xNN`). Messages
-//! are kept under 8000 bytes (rsyslog's default maxMessageSize is 8096):
-//! long values and text are cut and `truncated="true"` added.
+//! uid="…" gid="…" <fields…> h="…"] LINE`, facility authpriv, severity
+//! notice for failures and refusals, info otherwise. LINE (MSG) is the
+//! complete record line as it stands in the audit log, trailer and `h=`
+//! included: a template or SIEM that shows only the message still shows
+//! source, code, account and fields, and a collector that writes `%msg%`
+//! alone holds a copy that verifies like the log (`nxaudit verify
+//! --replica`). 32473 is the example enterprise number of RFC 5424
+//! (Nexthink has no registered one here); SD-PARAM values are escaped per
+//! RFC 5424 (`"`, `\`, `]`), control characters in values as in the log
+//! (`\n`, `\xNN`).
+//!
+//! Size: messages are at most [`MAX_MESSAGE`] bytes; the shipped rsyslog
+//! drop-ins raise rsyslog's `maxMessageSize` (default 8 KiB) to 256 KiB so
+//! that rsyslog does not cut them. A message over the limit sheds long
+//! structured-data values first (`truncated="true"`), never the line. Only
+//! if the kernel refuses the datagram (EMSGSIZE, beyond the socket's send
+//! buffer) even then is the line cut: that record is sent marked
+//! `truncated="true"`, counted in status (`lines_cut`) and logged, and a
+//! replica shows it as differing from the log.
 
-use crate::record::{escape_unquoted, format_ts, ParsedRecord};
+use crate::record::{escape_unquoted, format_ts, seal, Format, ParsedRecord};
 
 /// APP-NAME of forwarded messages.
 pub const APP_NAME: &str = "nxauditd";
@@ -18,8 +30,11 @@ pub const APP_NAME: &str = "nxauditd";
 pub const SD_ID: &str = "nxaudit@32473";
 /// Facility `authpriv`.
 pub const FACILITY: u8 = 10;
-/// Largest message sent, in bytes.
-pub const MAX_MESSAGE: usize = 8000;
+/// Largest message sent, in bytes: room for the longest record line (an
+/// event line is at most 64 KiB before escaping) within the default Unix
+/// socket send buffer, and under the 256 KiB `maxMessageSize` the shipped
+/// rsyslog drop-ins set.
+pub const MAX_MESSAGE: usize = 200 * 1024;
 
 /// Severity of a record: notice (5) for failures and refusals, info (6)
 /// otherwise.
@@ -113,9 +128,25 @@ fn structured_data(rec: &ParsedRecord, cap: Option<usize>, truncated: bool) -> S
     sd
 }
 
-/// Formats a record as an RFC 5424 message of at most `limit` bytes
-/// (not less than the header and fixed parameters need).
-pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> Vec<u8> {
+/// The record's line exactly as it stands in the audit log (text or JSON),
+/// rebuilt from the chain input and `h` the parser split it into.
+pub fn record_line(rec: &ParsedRecord) -> String {
+    let format = if rec.body.starts_with('{') {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    seal(format, &rec.body, &rec.h)
+}
+
+/// Formats a record as an RFC 5424 message of at most `limit` bytes (not
+/// less than the header and fixed parameters need). MSG is the complete
+/// record line ([`record_line`]); to fit, the structured data's long values
+/// are cut first (`truncated="true"`). Only when the header, the fixed
+/// parameters and the whole line still exceed `limit` is the line itself
+/// cut; the second value returned says so, for the caller to count and
+/// report it.
+pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> (Vec<u8>, bool) {
     let pri = FACILITY * 8 + severity(rec.code);
     let header = format!(
         "<{pri}>1 {} {} {APP_NAME} {procid} {} ",
@@ -123,35 +154,36 @@ pub fn format_rfc5424(rec: &ParsedRecord, procid: u32, limit: usize) -> Vec<u8> 
         header_token(&rec.host, 255),
         rec.code
     );
-    let mut text = String::with_capacity(rec.text.len());
-    escape_unquoted(&rec.text, &mut text);
+    let mut line = record_line(rec);
     let mut sd = structured_data(rec, None, false);
-    if header.len() + sd.len() + 1 + text.len() > limit {
-        for cap in [None, Some(256), Some(32)] {
+    let mut line_cut = false;
+    if header.len() + sd.len() + 1 + line.len() > limit {
+        for cap in [Some(256), Some(32), Some(0)] {
             sd = structured_data(rec, cap, true);
-            if header.len() + sd.len() + 1 < limit {
+            if header.len() + sd.len() + 1 + line.len() <= limit {
                 break;
             }
         }
         let room = limit.saturating_sub(header.len() + sd.len() + 1);
-        let t = cut(&text, room).to_string();
-        text = t;
+        if line.len() > room {
+            line_cut = true;
+            line = cut(&line, room).to_string();
+        }
     }
     let mut out = header;
     out.push_str(&sd);
-    if !text.is_empty() {
-        out.push(' ');
-        out.push_str(&text);
-    }
-    out.into_bytes()
+    out.push(' ');
+    out.push_str(&line);
+    (out.into_bytes(), line_cut)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reader::follow::tests::line;
-    use crate::record::parse_line;
+    use crate::record::{parse_line, Chain, Entry, Stamp, GENESIS};
     use crate::sources::syslog_msg;
+    use chrono::Utc;
 
     fn rec(seq: u64) -> ParsedRecord {
         parse_line(&line(seq, 60001, "SSH logon")).unwrap()
@@ -160,7 +192,8 @@ mod tests {
     #[test]
     fn rfc5424_roundtrip() {
         let r = rec(42);
-        let m = format_rfc5424(&r, 99, MAX_MESSAGE);
+        let (m, cut) = format_rfc5424(&r, 99, MAX_MESSAGE);
+        assert!(!cut);
         let p = syslog_msg::parse(&m).unwrap();
         assert!(p.wellformed, "{}", String::from_utf8_lossy(&m));
         assert_eq!((p.facility, p.severity), (10, 6));
@@ -177,21 +210,61 @@ mod tests {
         assert_eq!(sd.param("h"), Some(r.h.as_str()));
         // Quotes and \ survive; the newline and ] arrive escaped as in the log.
         assert_eq!(sd.param("command"), Some("echo \"a\\x5d b\\c\"\\nnext"));
-        assert_eq!(p.message, "SSH logon");
+        // MSG is the record line, byte for byte.
+        assert_eq!(p.message, line(42, 60001, "SSH logon"));
+        assert!(p.message.ends_with(&format!(" h={}", r.h)));
         assert_eq!(severity(60002), 5);
     }
 
     #[test]
-    fn long_records_are_cut_but_keep_seq() {
+    fn json_records_are_forwarded_as_their_line() {
+        let mut e = Entry::appliance(60001).with_user("nexthink");
+        e = e.field("port", "22");
+        let st = Stamp {
+            ts: Utc::now(),
+            host: "appliance1",
+            seq: 5,
+        };
+        let body = crate::record::json_body(&e, &st);
+        let l = seal(Format::Json, &body, &Chain::sha256().next(GENESIS, &body));
+        let r = parse_line(&l).unwrap();
+        assert_eq!(record_line(&r), l);
+        let (m, _) = format_rfc5424(&r, 1, MAX_MESSAGE);
+        assert_eq!(syslog_msg::parse(&m).unwrap().message, l);
+    }
+
+    #[test]
+    fn long_records_shed_structured_data_not_the_line() {
         let big = "é".repeat(20_000);
-        let r = parse_line(&line(7, 60101, &big)).unwrap();
-        let m = format_rfc5424(&r, 1, MAX_MESSAGE);
-        assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
+        let l = line(7, 60101, &big);
+        let mut r = parse_line(&l).unwrap();
+        // The whole line fits the limit: sent whole, even though the
+        // structured data repeating a long field would not.
+        r.fields.push(("details.big".into(), "x".repeat(20_000)));
+        let limit = l.len() + 1000;
+        let (m, cut) = format_rfc5424(&r, 1, limit);
+        assert!(!cut);
+        assert!(m.len() <= limit, "{}", m.len());
         let p = syslog_msg::parse(&m).unwrap();
         assert!(p.wellformed);
         let sd = p.sd(SD_ID).unwrap();
         assert_eq!(sd.param("seq"), Some("7"));
         assert_eq!(sd.param("truncated"), Some("true"));
-        assert!(p.message.starts_with("éé"));
+        assert_eq!(p.message, l);
+
+        // Smaller than the line: the line is cut, and the caller is told.
+        let (m, cut) = format_rfc5424(&r, 1, 8000);
+        assert!(cut);
+        assert!(m.len() <= 8000, "{}", m.len());
+        let p = syslog_msg::parse(&m).unwrap();
+        assert!(p.wellformed);
+        assert_eq!(p.sd(SD_ID).unwrap().param("truncated"), Some("true"));
+        assert!(l.starts_with(&p.message) && p.message.len() < l.len());
+
+        // The widest event (a 64 KiB line of U+200B, escaped to 8 bytes
+        // each) still fits one message whole.
+        let widest = parse_line(&line(8, 60101, &"\u{200b}".repeat(64 * 1024 / 3))).unwrap();
+        let (m, cut) = format_rfc5424(&widest, 1, MAX_MESSAGE);
+        assert!(!cut, "{} bytes", m.len());
     }
 }
