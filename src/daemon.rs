@@ -15,10 +15,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{AuthSource, Config};
+use crate::config::{AuthSource, Config, FlushPolicy};
 use crate::fsutil::{self, FsError, InstanceLock};
 use crate::listener::{self, Acl, ListenError, Shared};
+use crate::reader::Readers;
+use crate::reload::ReloadHub;
 use crate::shutdown::ShutdownTrigger;
+use crate::sinks::SinkEnv;
 use crate::sources::SourceContext;
 use crate::status::Registry;
 use crate::writer::{self, OpenError};
@@ -99,7 +102,22 @@ pub async fn run(
     let _lock = InstanceLock::acquire(&state)?;
     // Temporary files of a replace interrupted by a crash.
     state.remove_temps("");
-    let (writer, recovery, writer_thread) = writer::start(&cfg)?;
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let registry = Registry::new();
+    let hub = ReloadHub::new(cfg.clone());
+    // Sinks are built (and their checkpoints registered as readers of the
+    // log) before the writer starts: its first retention pass already
+    // keeps what they have not read.
+    let readers = Readers::default();
+    let sink_env = SinkEnv {
+        log_dir: cfg.log_dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        sync: cfg.log.flush != FlushPolicy::None,
+        status: registry.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let sinks = crate::sinks::build(&cfg, &sink_env, &hub.subscribe(), &readers);
+    let (writer, recovery, writer_thread) = writer::start_with(&cfg, readers)?;
     info!(
         last_seq = recovery.last_seq,
         torn_bytes = recovery.torn_bytes,
@@ -111,8 +129,6 @@ pub async fn run(
         warn!(error = %e, "cannot write pid file");
     }
 
-    let (trigger, shutdown) = ShutdownTrigger::new();
-    let registry = Registry::new();
     let shared = Arc::new(Shared {
         writer: writer.clone(),
         acl: RwLock::new(Arc::new(Acl::from_rules(&cfg.clients))),
@@ -128,18 +144,19 @@ pub async fn run(
         connections.clone(),
     ));
 
-    let (reload_tx, reloaded) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
     let ctx = SourceContext {
         config: Arc::new(cfg.clone()),
         writer: writer.clone(),
         shutdown: shutdown.clone(),
         status: registry.clone(),
-        reloaded,
-        acks: Default::default(),
-        ack_slot: None,
+        reloads: hub.subscribe(),
     };
     let sources = TaskTracker::new();
     spawn_sources(&cfg, &ctx, &sources);
+    for sink in sinks {
+        tracing::debug!(sink = sink.name, "sink starting");
+        sources.spawn(sink.task);
+    }
     sources.close();
 
     let periodic = tokio::spawn(periodic(
@@ -179,9 +196,7 @@ pub async fn run(
                         // new configuration: an event after it must never be
                         // judged by the old one. (The journal followers read
                         // the watch before each entry and need no wait.)
-                        let published = Arc::new(new.clone());
-                        reload_tx.send_replace(published.clone());
-                        let late = ctx.acks.wait(&published, RELOAD_ACK).await;
+                        let late = hub.publish(new.clone(), RELOAD_ACK).await;
                         if !late.is_empty() {
                             warn!(parts = ?late, "reload not yet applied by every part after {RELOAD_ACK:?}; writing 60904 anyway");
                         }
@@ -248,9 +263,6 @@ fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
             tracker.spawn(crate::sources::journal::run_auth(ctx.clone()));
         }
         AuthSource::Off => {}
-    }
-    if cfg.forward.enabled {
-        tracker.spawn(crate::sinks::syslog_forward::run(ctx.part("forwarder")));
     }
 }
 

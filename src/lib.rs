@@ -4,11 +4,14 @@
 //! is parsed and validated ([`protocol`]) and handed to the single writer
 //! task ([`writer`]) that appends it, hash-chained and durably, to the audit
 //! log ([`record`] defines the line format). Sources feed the same writer
-//! (the journal, syslog intake); sinks read the durable log (syslog
-//! forwarding, the Audit trail API). The binaries in `src/bin/` are thin
-//! wrappers around this library.
+//! (the journal, syslog intake); readers of the durable log ([`reader`]:
+//! follower, checkpoints, filter, retention floor) are the sinks ([`sinks`]:
+//! syslog forwarding, a filtered file copy), `nxaudit tail -f` and the
+//! Audit trail API. The binaries in `src/bin/` are thin wrappers around
+//! this library.
 
 pub mod api;
+pub mod backoff;
 pub mod catalog;
 pub mod cli;
 pub mod client;
@@ -18,7 +21,9 @@ pub mod fsutil;
 pub mod listener;
 pub mod logset;
 pub mod protocol;
+pub mod reader;
 pub mod record;
+pub mod reload;
 pub mod sdsocket;
 pub mod seal;
 pub mod search;

@@ -6,7 +6,7 @@
 //! and decompression live in one place.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -200,41 +200,84 @@ pub fn last_line(f: &LogFile) -> io::Result<Option<String>> {
 }
 
 fn last_line_plain(path: &Path) -> io::Result<Option<String>> {
-    use std::io::{Seek, SeekFrom};
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
+    let end = end_of_last_line(&mut file, len)?;
+    Ok(last_lines_before(&mut file, end, 1, &|_: &str| true)?.pop())
+}
+
+/// Block size for reading backwards.
+const BACK_BLOCK: u64 = 64 * 1024;
+
+/// Reading backwards (tail, sinks finding what they hold, the last seq):
+/// the offset just after the last newline at or before `len` (0 if none):
+/// a torn last line is not a line yet.
+pub fn end_of_last_line(file: &mut File, len: u64) -> io::Result<u64> {
     let mut end = len;
-    // Skip a torn tail: find the last newline first.
-    let mut chunk = 64 * 1024u64;
-    loop {
-        let start = end.saturating_sub(chunk);
+    let mut buf = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(BACK_BLOCK);
+        buf.resize((end - start) as usize, 0);
         file.seek(SeekFrom::Start(start))?;
-        let mut buf = vec![0u8; (len - start) as usize];
         file.read_exact(&mut buf)?;
-        // Position of last '\n' and the one before it.
-        let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') else {
-            if start == 0 {
-                return Ok(None);
+        if let Some(p) = buf.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + p as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The last `want` lines before offset `end` (which ends a line) that pass
+/// `keep`, in file order, reading backwards block by block.
+pub fn last_lines_before(
+    file: &mut File,
+    end: u64,
+    want: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> io::Result<Vec<String>> {
+    let mut found: Vec<String> = Vec::new();
+    // Bytes of the line being assembled, which starts before `pos`.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut pos = end;
+    let mut buf = Vec::new();
+    while pos > 0 && found.len() < want {
+        let start = pos.saturating_sub(BACK_BLOCK);
+        buf.resize((pos - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf)?;
+        buf.extend_from_slice(&carry);
+        // Every newline in `buf` except the last byte's ends a line whose
+        // start we know once we see the newline before it.
+        let mut line_end = buf.len();
+        if buf.last() == Some(&b'\n') {
+            line_end -= 1;
+        }
+        while let Some(p) = buf[..line_end].iter().rposition(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&buf[p + 1..line_end]);
+            if keep(&line) {
+                found.push(line.into_owned());
+                if found.len() == want {
+                    break;
+                }
             }
-            chunk *= 2;
-            end = len;
-            continue;
-        };
-        match buf[..last_nl].iter().rposition(|b| *b == b'\n') {
-            Some(prev) => {
-                return Ok(Some(
-                    String::from_utf8_lossy(&buf[prev + 1..last_nl]).into_owned(),
-                ))
-            }
-            None if start == 0 => {
-                return Ok(Some(String::from_utf8_lossy(&buf[..last_nl]).into_owned()))
-            }
-            None => {
-                chunk *= 2;
-                end = len;
-            }
+            line_end = p;
+        }
+        carry = buf[..line_end].to_vec();
+        if line_end < buf.len() && buf.get(line_end) == Some(&b'\n') {
+            carry.push(b'\n');
+        }
+        pos = start;
+    }
+    if pos == 0 && found.len() < want && !carry.is_empty() {
+        let text = carry.strip_suffix(b"\n").unwrap_or(&carry);
+        let line = String::from_utf8_lossy(text);
+        if keep(&line) {
+            found.push(line.into_owned());
         }
     }
+    found.reverse();
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -269,5 +312,39 @@ mod tests {
             active: true,
         };
         assert_eq!(last_line(&f).unwrap().as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn backwards_reading_matches_forward_reading_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Lines of varied length so block borders fall everywhere, one empty
+        // line, and a torn tail that is not a line yet.
+        let mut text = String::new();
+        let mut all = Vec::new();
+        for i in 0..5000 {
+            let l = if i == 17 {
+                String::new()
+            } else {
+                format!("line {i} {}", "x".repeat(i % 97))
+            };
+            text.push_str(&l);
+            text.push('\n');
+            all.push(l);
+        }
+        text.push_str("torn");
+        std::fs::write(&path, &text).unwrap();
+        let mut f = File::open(&path).unwrap();
+        let len = f.metadata().unwrap().len();
+        let end = end_of_last_line(&mut f, len).unwrap();
+        assert_eq!(end, len - 4);
+        for want in [1, 3, 1000, 4999, 5000, 6000] {
+            let got = last_lines_before(&mut f, end, want, &|_: &str| true).unwrap();
+            assert_eq!(got, all[all.len().saturating_sub(want)..], "want {want}");
+        }
+        let odd = |l: &str| l.ends_with('x') && l.len() % 2 == 1;
+        let want: Vec<String> = all.iter().filter(|l| odd(l)).cloned().collect();
+        let got = last_lines_before(&mut f, end, 50, &odd).unwrap();
+        assert_eq!(got, want[want.len() - 50..]);
     }
 }

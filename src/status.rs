@@ -46,8 +46,29 @@ impl Registry {
 
 type Doc = serde_json::Map<String, serde_json::Value>;
 
-/// Sections published by sources and sinks (each has a `state`).
+/// Sections published by sources and the forwarder (each has a `state`),
+/// in the order they are shown; other sinks are found by their `kind`.
 pub const COMPONENT_SECTIONS: [&str; 4] = ["journal", "auth_journal", "syslog_intake", "forwarder"];
+
+/// `kind` of the section of every sink the sink runner publishes, so status
+/// readers list a new sink without knowing its name.
+pub const SINK_KIND: &str = "sink";
+
+/// Names of the source and sink sections present in `doc`: the known ones
+/// in their order, then any other sink's.
+pub fn component_sections(doc: &Doc) -> Vec<String> {
+    let mut out: Vec<String> = COMPONENT_SECTIONS
+        .iter()
+        .filter(|n| doc.contains_key(**n))
+        .map(|n| n.to_string())
+        .collect();
+    for (k, v) in doc {
+        if v.get("kind").and_then(|k| k.as_str()) == Some(SINK_KIND) && !out.contains(k) {
+            out.push(k.clone());
+        }
+    }
+    out
+}
 
 /// Turns a running daemon's last document into its final one: state
 /// `stopped`, when, and every source and sink `stopped` too, so nothing
@@ -57,8 +78,8 @@ pub fn mark_stopped(doc: &mut Doc, at: chrono::DateTime<chrono::Utc>) {
     doc.insert("stopped_at".into(), at.to_rfc3339().into());
     doc.insert("updated_at".into(), at.to_rfc3339().into());
     doc.insert("events_per_s".into(), 0.into());
-    for name in COMPONENT_SECTIONS {
-        if let Some(serde_json::Value::Object(s)) = doc.get_mut(name) {
+    for name in component_sections(doc) {
+        if let Some(serde_json::Value::Object(s)) = doc.get_mut(&name) {
             if s.get("state").and_then(|v| v.as_str()) != Some("disabled") {
                 s.insert("state".into(), "stopped".into());
             }
@@ -211,9 +232,10 @@ pub fn prometheus_text(doc: &Doc) -> String {
         p.sample(&format!("{name}_sum"), &[], sum);
         p.sample(&format!("{name}_count"), &[], count);
     }
-    let states: Vec<(&str, &str)> = COMPONENT_SECTIONS
+    let names = component_sections(doc);
+    let states: Vec<(&str, &str)> = names
         .iter()
-        .filter_map(|n| Some((*n, doc.get(*n)?.get("state")?.as_str()?)))
+        .filter_map(|n| Some((n.as_str(), doc.get(n)?.get("state")?.as_str()?)))
         .collect();
     if !states.is_empty() {
         p.family(

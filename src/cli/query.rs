@@ -137,6 +137,7 @@ pub fn filter(args: &Args) -> anyhow::Result<Filter> {
         codes: args.code.clone(),
         components,
         users: args.user.clone(),
+        ..Filter::default()
     })
 }
 

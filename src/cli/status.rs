@@ -147,8 +147,9 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
     section("connections", conns);
 
     let mut comps = Vec::new();
-    for name in crate::status::COMPONENT_SECTIONS {
-        let Some(sec) = doc.get(name) else { continue };
+    let empty = serde_json::Map::new();
+    for name in crate::status::component_sections(doc.as_object().unwrap_or(&empty)) {
+        let Some(sec) = doc.get(&name) else { continue };
         let state = sec.get("state").and_then(Value::as_str).unwrap_or("?");
         // A daemon that is gone runs nothing, whatever its last file said.
         let state = match (running, state) {
@@ -160,6 +161,7 @@ pub fn render(doc: &Value, running: Option<i32>) -> String {
             ("records", "records"),
             ("received", "received"),
             ("forwarded", "forwarded"),
+            ("written", "written"),
             ("last_seq", "last seq"),
             ("restarts", "restarts"),
             ("errors", "errors"),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Component;
 use crate::record::Format;
 
-mod values;
+pub mod values;
 
 pub use values::{
     check_hostname, check_jwt_algorithms, parse_duration, parse_size, sanitize_hostname, ApiRole,
@@ -82,6 +82,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Forwarding to the local syslog.
     pub forward: ForwardConfig,
+    /// The other sinks.
+    pub sinks: SinksConfig,
     /// The Audit trail API.
     pub api: ApiConfig,
     /// Prometheus metrics through node_exporter's textfile collector.
@@ -102,6 +104,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             auth: AuthConfig::default(),
             forward: ForwardConfig::default(),
+            sinks: SinksConfig::default(),
             api: ApiConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -370,29 +373,14 @@ impl Default for AuthConfig {
     }
 }
 
-/// `[forward]`: records out to the local syslog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForwardConfig {
-    /// Run the forwarder.
-    pub enabled: bool,
-    /// Datagram socket of the local syslog.
-    pub target: PathBuf,
-    /// Codes forwarded; empty = all.
-    pub codes: Vec<u32>,
-    /// Components forwarded; empty = all.
-    pub components: Vec<Component>,
-}
+pub use crate::sinks::syslog::ForwardConfig;
 
-impl Default for ForwardConfig {
-    fn default() -> Self {
-        ForwardConfig {
-            enabled: true,
-            target: "/dev/log".into(),
-            codes: Vec::new(),
-            components: Vec::new(),
-        }
-    }
+/// `[sinks]`: the sinks besides `[forward]`, one section each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// `[sinks.file]`: a filtered copy of the records in another file.
+    pub file: crate::sinks::file::FileSinkConfig,
 }
 
 /// `[metrics]`: the status counters in Prometheus text format.
@@ -602,6 +590,7 @@ impl Config {
                 return Err(bad(format!("api.{key} must be positive")));
             }
         }
+        self.sinks.file.validate().map_err(|e| bad(e.to_string()))?;
         Ok(())
     }
 

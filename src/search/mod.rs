@@ -47,19 +47,19 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
-use crate::catalog::Component;
 use crate::logset::{self, Compression, LogFile};
-use crate::record::{self, ParsedRecord};
+use crate::record;
 
 mod bisect;
-mod filter;
 mod frames;
 mod open;
 mod read;
 mod time;
 
+/// Which records of the window a search returns: the reader layer's one
+/// record filter (its time bounds unused: the window is the search's own).
+pub use crate::reader::RecordFilter as Filter;
 use bisect::*;
-pub use filter::Filter;
 use frames::*;
 use open::*;
 use read::*;
@@ -520,6 +520,7 @@ impl<S: FnMut(&[u8]) -> io::Result<()>> Output<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Component;
     use crate::record::{seal, text_body, Chain, Entry, Format, Origin, Stamp, GENESIS};
     use proptest::prelude::*;
     use std::io::Write;
@@ -783,6 +784,7 @@ mod tests {
             codes: vec![20206, 10009],
             components: vec![],
             users: vec!["bob".into()],
+            ..Filter::default()
         };
         let got = collect(set.dir.path(), Window::all(), f.clone());
         assert!(!got.is_empty());

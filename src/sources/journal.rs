@@ -114,7 +114,7 @@ pub async fn run_engine(ctx: SourceContext) {
         "journal-engine.cursor",
     );
     Follower::new(spec, classifier, ctx.writer.clone(), ctx.status.clone())
-        .with_reload(ctx.reloaded.clone())
+        .with_reload(ctx.reloads.watch())
         .run(shutdown)
         .await;
 }
@@ -136,7 +136,7 @@ pub async fn run_auth(ctx: SourceContext) {
     let spec =
         FollowerSpec::from_config(&ctx.config, AUTH_SECTION, AUTH_JSRC, "journal-auth.cursor");
     Follower::new(spec, classifier, ctx.writer.clone(), ctx.status.clone())
-        .with_reload(ctx.reloaded.clone())
+        .with_reload(ctx.reloads.watch())
         .run(shutdown)
         .await;
 }

@@ -12,7 +12,7 @@
 //!   or oversize datagrams are counted and, where possible, still classified
 //!   (a datagram over 64 KiB is cut by the kernel at our buffer; its record
 //!   gets `truncated="true"`).
-//! - No loop: the forwarder (`sinks::syslog_forward`) sends records to the
+//! - No loop: the forwarder (`sinks::syslog`) sends records to the
 //!   local syslog with APP-NAME `nxauditd`; should rsyslog be configured to
 //!   send them back here, they are dropped and counted as `looped`.
 //! - A failed append (disk full, I/O error) is retried with back-off: the
@@ -55,6 +55,7 @@ use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::record::format_ts;
 use crate::shutdown::Shutdown;
 use crate::sources::auth_parse::{AuthClassifier, Sender};
@@ -154,7 +155,7 @@ pub async fn run(ctx: SourceContext) {
         foreign_warned: None,
         foreign_unwarned: 0,
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let sock = loop {
         match open_socket(&ctx.config.syslog_socket, &ctx.config.listener.group) {
             Ok((s, inherited)) => {
@@ -165,14 +166,10 @@ pub async fn run(ctx: SourceContext) {
                 warn!(error = %e, "syslog intake: cannot open the socket; retrying");
                 intake.fail(e.to_string());
                 intake.publish("error");
-                tokio::select! {
-                    _ = shutdown.recv() => {
-                        intake.publish("stopped");
-                        return;
-                    }
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&mut shutdown).await {
+                    intake.publish("stopped");
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     };
@@ -318,7 +315,7 @@ impl Intake {
     /// Appends until durable; retries failures with back-off. False when the
     /// writer is gone or the daemon stops while retrying.
     async fn append(&mut self, entry: crate::record::Entry, shutdown: &mut Shutdown) -> bool {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.writer.append(entry.clone()).await {
                 Ok(ack) => {
@@ -333,11 +330,9 @@ impl Intake {
                     }
                     self.fail(e.to_string());
                     self.publish("retrying");
-                    tokio::select! {
-                        _ = shutdown.recv() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(shutdown).await {
+                        return false;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -263,6 +263,7 @@ impl LogWriter {
     pub(crate) fn open(
         cfg: &Config,
         stats: Arc<WriterStats>,
+        readers: crate::reader::Readers,
     ) -> Result<(LogWriter, Recovery), OpenError> {
         let dir = cfg.log_dir.clone();
         let dir_fd = Dir::create(&dir, &cfg.log.group)?;
@@ -412,7 +413,7 @@ impl LogWriter {
         let (file_start, file_first_seq) = first.unwrap_or((now, next_seq));
         stats.last_seq.store(next_seq - 1, Ordering::Relaxed);
         stats.active_size.store(size, Ordering::Relaxed);
-        let compressor = super::Compressor::start(cfg);
+        let compressor = super::Compressor::start(cfg, readers);
         let mut w = LogWriter {
             dir,
             dir_fd,
@@ -946,7 +947,8 @@ mod tests {
         let mut cfg = Config::default();
         cfg.apply_base_dir(dir.path());
         cfg.forward.enabled = false;
-        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let (mut w, _) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
         let first = outcomes(&mut w, &["old"]);
         let old_seq = first[0].as_ref().unwrap().seq;
         // /dev/full answers every write with ENOSPC: a real full disk.
@@ -976,14 +978,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.apply_base_dir(dir.path());
-        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let (mut w, _) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
         outcomes(&mut w, &["a", "b"]);
         w.close();
         let mark = w.next_seq - 1;
         let active = w.active.clone();
         drop(w);
         std::fs::write(&active, "").unwrap();
-        let (w, rec) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let (w, rec) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
         assert_eq!(rec.missing, Some((1, mark)));
         // 60908, then 60901, both after the mark.
         assert_eq!(w.next_seq, mark + 3);
@@ -999,7 +1003,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.apply_base_dir(dir.path());
-        let (mut w, _) = LogWriter::open(&cfg, Arc::new(WriterStats::default())).unwrap();
+        let (mut w, _) =
+            LogWriter::open(&cfg, Arc::new(WriterStats::default()), Default::default()).unwrap();
         let before = (w.next_seq, w.last_h.clone());
         let good = std::mem::replace(&mut w.file, File::open(&w.active).unwrap());
         // A read-only descriptor: write(2) fails with EBADF, not ENOSPC.

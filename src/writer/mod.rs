@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::appliance;
 use crate::config::{Config, LogConfig};
+use crate::reader::Readers;
 use crate::record::Entry;
 use lanes::{Lanes, Queued};
 
@@ -245,13 +246,20 @@ impl WriterHandle {
     }
 }
 
-/// Opens (and recovers) the log and starts the writer thread. Returns the
-/// handle, what recovery found, and the thread's join handle.
-pub fn start(
-    cfg: &Config,
-) -> Result<(WriterHandle, Recovery, std::thread::JoinHandle<()>), OpenError> {
+/// The writer's handle, what recovery found, and the thread's join handle.
+pub type Started = (WriterHandle, Recovery, std::thread::JoinHandle<()>);
+
+/// Opens (and recovers) the log and starts the writer thread, with no
+/// reader holding back retention (tools and tests).
+pub fn start(cfg: &Config) -> Result<Started, OpenError> {
+    start_with(cfg, Readers::default())
+}
+
+/// Opens (and recovers) the log and starts the writer thread; retention
+/// keeps every file that one of `readers` has not read yet.
+pub fn start_with(cfg: &Config, readers: Readers) -> Result<Started, OpenError> {
     let stats = Arc::new(WriterStats::default());
-    let (mut log, recovery) = logfile::LogWriter::open(cfg, stats.clone())?;
+    let (mut log, recovery) = logfile::LogWriter::open(cfg, stats.clone(), readers)?;
     let (tx, rx) = mpsc::channel(cfg.log.queue);
     let lanes = Arc::new(Lanes::new(cfg.log.queue_bytes, cfg.log.queue));
     let woken = Arc::new(AtomicBool::new(false));

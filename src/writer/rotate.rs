@@ -6,8 +6,10 @@
 //! leaves either the plain file or a complete compressed one (and at worst
 //! a `.tmp` that the next start removes). Every file is reached through
 //! the directory handle of [`crate::fsutil::Dir`]: no planted link is
-//! followed, no predictable temp name is ever opened. Retention deletes the oldest rotated files first, never the
-//! active one and never one the syslog forwarder has not read yet.
+//! followed, no predictable temp name is ever opened. Retention deletes
+//! the oldest rotated files first, never the active one and never one a
+//! registered reader of the log (a sink) has not read yet: the floor comes
+//! from [`Readers`], so this module knows no reader by name.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -18,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::config::{Compression as Codec, Config, LogConfig};
 use crate::logset::{self, Compression};
+use crate::reader::Readers;
 
 use crate::fsutil::{self, Access, Dir};
 
@@ -58,24 +61,23 @@ pub struct Compressor {
 
 struct Worker {
     dir: PathBuf,
-    state_dir: PathBuf,
     codec: Codec,
     retention: Retention,
-    forwarding: bool,
+    readers: Readers,
     mode: u32,
     group: String,
 }
 
 impl Compressor {
     /// Starts the thread; cleans up leftovers of a crash and queues rotated
-    /// files that were never compressed.
-    pub fn start(cfg: &Config) -> Compressor {
+    /// files that were never compressed. Retention keeps what `readers`
+    /// still need.
+    pub fn start(cfg: &Config, readers: Readers) -> Compressor {
         let mut w = Worker {
             dir: cfg.log_dir.clone(),
-            state_dir: cfg.state_dir.clone(),
             codec: cfg.log.compress,
             retention: Retention::from_config(&cfg.log),
-            forwarding: cfg.forward.enabled,
+            readers,
             mode: cfg.log.mode.bits(),
             group: cfg.log.group.clone(),
         };
@@ -225,11 +227,6 @@ impl Worker {
         Ok(())
     }
 
-    /// The last seq the forwarder has read, if forwarding is on.
-    fn forwarded(&self) -> Option<u64> {
-        crate::sinks::syslog_forward::saved_position(&self.state_dir)
-    }
-
     fn enforce_retention(&self) {
         let Ok(dir) = Dir::open(&self.dir) else {
             return;
@@ -250,11 +247,7 @@ impl Worker {
                 .unwrap_or(u64::MAX);
             entries.push((f.path.clone(), size, next_first.saturating_sub(1)));
         }
-        let forwarded = if self.forwarding {
-            Some(self.forwarded().unwrap_or(0))
-        } else {
-            None
-        };
+        let floor = self.readers.floor();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
         let mut count = entries.len();
         for (path, size, last_seq) in entries {
@@ -266,9 +259,9 @@ impl Worker {
             if !(over_count || over_bytes || low_space) {
                 break;
             }
-            if let Some(pos) = forwarded {
+            if let Some(pos) = floor {
                 if last_seq > pos {
-                    warn!(file = %path.display(), forwarded = pos, "retention wants to delete a file the forwarder has not read; keeping it");
+                    warn!(file = %path.display(), read_up_to = pos, readers = ?self.readers.names(), "retention wants to delete a file a reader of the log has not read; keeping it");
                     break;
                 }
             }
@@ -286,5 +279,53 @@ impl Worker {
             }
         }
         let _ = dir.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::Checkpoint;
+
+    /// A registered reader's checkpoint is the floor: rotated files holding
+    /// records after it stay whatever the limits say; once it moves on they go.
+    #[test]
+    fn a_readers_checkpoint_holds_back_retention() {
+        let d = tempfile::tempdir().unwrap();
+        let t = chrono::Utc::now();
+        for first in [1u64, 11, 21, 31] {
+            std::fs::write(d.path().join(logset::rotated_name(t, first)), "x\n").unwrap();
+        }
+        std::fs::write(d.path().join(logset::ACTIVE), "x\n").unwrap();
+        let readers = Readers::default();
+        let cp = Checkpoint::in_state_dir(&d.path().join("state"), "sink.pos");
+        cp.save_seq(15).unwrap();
+        readers.register("sink", cp.clone());
+        let w = Worker {
+            dir: d.path().to_path_buf(),
+            codec: Codec::None,
+            retention: Retention {
+                max_files: 1,
+                max_total_bytes: 0,
+                min_free_bytes: 0,
+            },
+            readers,
+            mode: 0o640,
+            group: String::new(),
+        };
+        let rotated = || {
+            logset::list(d.path())
+                .unwrap()
+                .iter()
+                .filter(|f| !f.active)
+                .filter_map(|f| f.first_seq)
+                .collect::<Vec<_>>()
+        };
+        w.enforce_retention();
+        // 1..=10 is read; 11..=20 holds 16..=20, not read yet.
+        assert_eq!(rotated(), vec![11, 21, 31]);
+        cp.save_seq(35).unwrap();
+        w.enforce_retention();
+        assert_eq!(rotated(), vec![31]);
     }
 }

@@ -9,6 +9,7 @@ mod bench;
 mod catalog;
 mod corpus;
 mod durability;
+mod file_sink;
 mod fleet;
 mod hostile_api;
 mod hostile_clients;

@@ -450,7 +450,7 @@ fn forwarding_survives_rsyslog_restart_under_load() {
         // MSG is the record line exactly as in the audit log.
         assert_eq!(
             p.message,
-            nxaudit::sinks::syslog_forward::record_line(rec),
+            nxaudit::sinks::syslog::record_line(rec),
             "MSG of seq {seq}"
         );
         assert!(p.message.contains(&log_escaped(&rec.text)));
@@ -657,7 +657,14 @@ fn forwarder_resumes_after_kill9_and_rotation() {
         "only Portal records: {seen:?}"
     );
     wait_for("position saved", T, || {
-        nxaudit::sinks::syslog_forward::saved_position(&d.state_dir()).is_some_and(|p| p >= last)
+        nxaudit::reader::Checkpoint::in_state_dir(
+            &d.state_dir(),
+            nxaudit::sinks::syslog::POSITION_FILE,
+        )
+        .load_seq()
+        .ok()
+        .flatten()
+        .is_some_and(|p| p >= last)
     });
     assert!(d.term().success());
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::JournalError;
 use crate::logset;
+use crate::reader::Checkpoint;
 use crate::record;
 
 /// Longest cursor accepted (journalctl's are about 130 bytes).
@@ -135,7 +136,7 @@ impl CursorStore {
     pub fn load(&self) -> Result<Option<Position>, JournalError> {
         // Never through a link: a refused link is never read, so nothing of
         // its target can reach a diagnostic.
-        let bytes = match crate::fsutil::read_file(&self.path) {
+        let bytes = match self.checkpoint().load_bytes() {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(e) => {
@@ -167,17 +168,6 @@ impl CursorStore {
     /// rename, directory fsync), never through a link. Blocking; call from
     /// `spawn_blocking`.
     pub fn save(&self, pos: &Position) -> Result<(), JournalError> {
-        let io_err = |what: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| JournalError::Io { what, path, source }
-        };
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(|| Path::new("."));
-        crate::fsutil::Dir::create(dir, "")
-            .map_err(|e| io_err("cannot create state directory", dir)(e.into()))?;
         let saved = SavedPosition {
             cursor: pos.cursor.as_ref().map(|c| c.as_str().to_string()),
             log_seq: pos.log_seq,
@@ -187,12 +177,17 @@ impl CursorStore {
             message: e.to_string(),
         })?;
         body.push('\n');
-        crate::fsutil::replace_file(
-            &self.path,
-            body.as_bytes(),
-            crate::fsutil::Durability::Durable,
-        )
-        .map_err(|e| io_err("cannot save", &self.path)(e.into()))
+        self.checkpoint()
+            .save_bytes(body.as_bytes())
+            .map_err(|e| JournalError::Io {
+                what: "cannot save",
+                path: self.path.clone(),
+                source: e.into(),
+            })
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::at(self.path.clone())
     }
 }
 
@@ -225,11 +220,10 @@ pub fn scan_log(log_dir: &Path, jsrc: &str, after_seq: u64) -> Result<LogScan, J
     };
     let files = logset::list(log_dir).map_err(io_err("cannot list log directory", log_dir))?;
     let mut scan = LogScan::default();
-    if let Some(f) = files.last() {
-        scan.max_seq = logset::last_line(f)
-            .map_err(io_err("cannot read log file", &f.path))?
-            .and_then(|l| record::parse_line(&l).ok())
-            .map(|r| r.seq);
+    if !files.is_empty() {
+        scan.max_seq = Some(
+            crate::reader::last_seq(log_dir).map_err(io_err("cannot read log file", log_dir))?,
+        );
     }
     // Cheap pre-filters; a hit is confirmed by parsing the whole record, so
     // a message that merely contains the text cannot pose as a record.
