@@ -1,0 +1,72 @@
+//! The baseline of `bench --rate`: an ideal group commit on the raw disk
+//! at the same offered load (one writer thread, write + fdatasync per batch).
+
+use super::*;
+
+/// Latency of the ideal group commit on the raw disk at the same offered
+/// load: a paced producer queues events, one thread writes everything
+/// queued and fdatasyncs once, and each event's latency runs from arrival
+/// to the end of that sync. Disk stalls hit this baseline exactly as they
+/// hit the daemon, so the ratio of the two isolates the daemon's cost.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(super) struct RawGroupCommit {
+    /// Median latency, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+}
+
+pub(super) fn raw_group_commit(
+    dir: &Path,
+    rate: f64,
+    n: u64,
+    size: usize,
+) -> anyhow::Result<RawGroupCommit> {
+    use std::sync::mpsc;
+    let p = dir.join("disk-probe-gc");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .context("create group-commit probe")?;
+    let (tx, rx) = mpsc::channel::<Instant>();
+    let producer = std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..n {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if tx.send(Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    let line = vec![b'x'; size];
+    let mut lat: Vec<u32> = Vec::with_capacity(n as usize);
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.clear();
+        batch.push(first);
+        batch.extend(rx.try_iter());
+        for _ in &batch {
+            f.write_all(&line)?;
+        }
+        f.sync_data()?;
+        for t in &batch {
+            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    let _ = producer.join();
+    drop(f);
+    let _ = std::fs::remove_file(&p);
+    lat.sort_unstable();
+    Ok(RawGroupCommit {
+        p50_us: pct(&lat, 0.5),
+        p99_us: pct(&lat, 0.99),
+        p999_us: pct(&lat, 0.999),
+    })
+}
