@@ -1,4 +1,4 @@
-//! File-system helpers for the log and state directories (SPEC §4 "Files").
+//! File-system helpers for the log and state directories (docs/record-format.md "Files").
 //!
 //! Every open, create, rename and delete the daemon does in those two
 //! directories goes through here, so one place guarantees that:
@@ -257,7 +257,7 @@ impl Dir {
         self.path.join(name)
     }
 
-    /// Refuses a directory another user could write to (SPEC §4 "Files"):
+    /// Refuses a directory another user could write to (docs/record-format.md "Files"):
     /// writable by others (even with the sticky bit, which still lets them
     /// create names), group-writable by a group other than root's or the
     /// daemon's own (effective) group, or owned by a user other than root

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Component;
 use crate::record::{Entry, Origin};
 
-/// Largest accepted line, newline excluded (SPEC §3).
+/// Largest accepted line, newline excluded (docs/protocol.md).
 pub const MAX_LINE: usize = 64 * 1024;
 /// Largest accepted `id` (idempotency key), in bytes.
 pub const MAX_ID_LEN: usize = 256;
 pub use crate::catalog::{is_reserved_engine_name, RESERVED_ENGINE_NAMES};
 pub use crate::record::details::{valid_detail_key, DetailValue, Details, MAX_DETAILS};
 
-/// The refusal kinds of SPEC §3, as they appear on the wire.
+/// The refusal kinds of docs/protocol.md, as they appear on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -184,7 +184,7 @@ fn check_text(name: &str, v: &Option<String>, max: usize) -> Result<(), Refusal>
     Ok(())
 }
 
-/// Validates a decoded event (SPEC §3) into the entry the writer appends:
+/// Validates a decoded event (docs/protocol.md) into the entry the writer appends:
 /// the one type an event has from here on. Its component is the code's
 /// range (a component the client names must match it), resolved here once.
 pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Entry, Refusal> {
@@ -257,7 +257,7 @@ pub fn validate(w: WireEvent, strict_codes: bool) -> Result<Entry, Refusal> {
     })
 }
 
-/// One reply line (SPEC §3).
+/// One reply line (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
     /// Whether the event was durably written (or was a duplicate `id`).

@@ -1,4 +1,4 @@
-//! Bearer-token authentication of the Audit trail API (SPEC §7).
+//! Bearer-token authentication of the Audit trail API (docs/operations.md, the API).
 //!
 //! One pinned algorithm family: `[api] jwt_algorithms` lists the accepted
 //! algorithms and they must all belong to one family (HMAC, RSA or EC), so a
@@ -14,7 +14,7 @@
 //! `scp` (array or string). A bad token is 401; a good token without the
 //! scope is 403.
 //!
-//! jsonwebtoken is lenient where SPEC §7 is strict: a claim it cannot parse
+//! jsonwebtoken is lenient where the API contract (docs/operations.md) is strict: a claim it cannot parse
 //! (`"nbf": "2999-01-01"`, `"nbf": null`) counts as absent, and it ignores
 //! the `crit` header. So the raw header and claims are checked first
 //! ([`check_raw`]): `exp` and `nbf`, when present, must be non-negative

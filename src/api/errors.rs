@@ -1,5 +1,5 @@
 //! Error responses of the Audit trail API: a JSON array with one object per
-//! failure, and the HTTP status (SPEC §7, Nexthink's documented shape
+//! failure, and the HTTP status (docs/operations.md, the API, Nexthink's documented shape
 //! `[{"error":"Engine error","engine":"…","cause":"Unknown Engine name"}]`).
 //!
 //! Every cause is a fixed sentence or a shortened echo of the caller's own

@@ -10,7 +10,7 @@
 //! sees a broken transfer, never a clean end).
 //!
 //! All Engines: the response must not present a partial concatenation as
-//! success (SPEC §7), and a failure can happen anywhere in a body, so every
+//! success (docs/operations.md, the API), and a failure can happen anywhere in a body, so every
 //! Engine's body is received completely before the first byte is sent.
 //! Bodies are spooled — in memory up to a small threshold, then in an
 //! anonymous (already unlinked) file under the spool directory — so memory

@@ -1,4 +1,4 @@
-//! The Audit trail API (SPEC §7), served by `nxaudit serve`.
+//! The Audit trail API (docs/operations.md, the API), served by `nxaudit serve`.
 //!
 //! HTTPS with rustls ([`tls`]), bearer JWTs ([`auth`]), the three documented
 //! routes ([`routes`]) over the time-window search of [`crate::search`],

@@ -1,4 +1,4 @@
-//! The three routes of the Audit trail API (SPEC §7) and their parameters.
+//! The three routes of the Audit trail API (docs/operations.md, the API) and their parameters.
 //!
 //! Every route checks, in this order: the bearer token (401/403), the query
 //! parameters (400), then serves. Success is `200 text/plain` with the log

@@ -7,7 +7,7 @@
 //! Engine certificates: Nexthink appliances ship self-signed certificates,
 //! and `nginxSelfSignedCertificate` in `/var/nexthink/nxauditlog/.env`
 //! (read as an environment file) says whether the Portal must accept them.
-//! SPEC §7 puts verification on by default, so only an explicit `true`
+//! The API contract (docs/operations.md) puts verification on by default, so only an explicit `true`
 //! turns it off; `false`, a missing key or a missing file verify against
 //! the CA roots (Mozilla's, the system bundle, and an optional extra file).
 //! Accepting self-signed certificates means accepting any certificate, as

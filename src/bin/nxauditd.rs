@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Keeps glibc from holding freed memory (SPEC §3: RSS under 64 MiB
+/// Keeps glibc from holding freed memory (docs/protocol.md: RSS under 64 MiB
 /// whatever clients send). Buffers of 128 KiB and more (escaped records,
 /// group-commit batches) are mapped and unmapped instead of left in a heap
 /// by glibc's adaptive threshold. (Limiting arenas too cost about 10 % of

@@ -1,4 +1,4 @@
-//! `nxaudit serve`: runs the Audit trail API (SPEC §7) — the process behind
+//! `nxaudit serve`: runs the Audit trail API (docs/operations.md, the API) — the process behind
 //! `nxauditlogs.service`, on the Portal and on every Engine appliance.
 //!
 //! Everything comes from `[api]` of the configuration (limits and timeouts

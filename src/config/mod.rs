@@ -1,6 +1,6 @@
 //! Configuration: one TOML file, every key defaulted, unknown keys refused.
 //!
-//! Key names are the contract of SPEC §8. `--base-dir DIR` rewrites every
+//! Key names are the contract of docs/operations.md. `--base-dir DIR` rewrites every
 //! path under DIR so a non-root user (and each test) gets a private
 //! instance. Sizes accept `64MiB`, durations `1d`/`30s`.
 
@@ -111,7 +111,7 @@ impl Default for Config {
     }
 }
 
-/// Socket limits (SPEC §3).
+/// Socket limits (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
@@ -525,7 +525,7 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Puts every path under `dir` (SPEC §8), for unprivileged runs and tests.
+    /// Puts every path under `dir` (docs/operations.md), for unprivileged runs and tests.
     pub fn apply_base_dir(&mut self, dir: &Path) {
         self.socket = dir.join("audit.sock");
         self.syslog_socket = dir.join("syslog.sock");

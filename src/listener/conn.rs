@@ -8,7 +8,7 @@
 //! order. A slow client therefore only fills its own queue and stops its own
 //! reading; it never blocks the writer or other clients.
 //!
-//! What one connection may cost is bounded three ways (SPEC §3 "Limits"):
+//! What one connection may cost is bounded three ways (docs/protocol.md "Limits"):
 //! lines in flight (`max_in_flight`) and their bytes after escaping
 //! (`max_in_flight_bytes`; reading stops until the writer catches up); a
 //! started line must complete within `line_timeout` and a silent connection

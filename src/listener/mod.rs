@@ -6,7 +6,7 @@
 //! come from `SO_PEERCRED`; the [`Acl`] maps them to the components they
 //! may write.
 //!
-//! Fairness (SPEC §3 "Limits"): a peer the ACL knows nothing about gets one
+//! Fairness (docs/protocol.md "Limits"): a peer the ACL knows nothing about gets one
 //! `forbidden_component` reply and is closed at accept, before it takes a
 //! slot, so ungranted users can never starve root, the daemon's own user or
 //! granted ones; and each uid holds at most `max_connections_per_uid` of the

@@ -3,7 +3,7 @@
 //! line is parsed back ([`ParsedRecord`]) by `verify`, `query`, the API and
 //! the syslog forwarder.
 //!
-//! Text line shape (SPEC §4), Nexthink's documented bracket first so that
+//! Text line shape (docs/record-format.md), Nexthink's documented bracket first so that
 //! existing greps keep working:
 //!
 //! ```text
@@ -275,7 +275,7 @@ pub struct Rendered {
     pub text: String,
 }
 
-/// Resolves source, category, account and text from the catalog (SPEC §4).
+/// Resolves source, category, account and text from the catalog (docs/record-format.md).
 pub fn render(e: &Entry) -> Rendered {
     let infos = catalog::lookup(e.code);
     // Pick the entry whose description (or alias) the event names; with

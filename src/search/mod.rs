@@ -2,7 +2,7 @@
 //! and the Audit trail API.
 //!
 //! Records are written in non-decreasing time order across the whole log
-//! (SPEC §4: the writer clamps its clock), so a window is found by seeking,
+//! (docs/record-format.md: the writer clamps its clock), so a window is found by seeking,
 //! not by scanning:
 //!
 //! - every file of the set ([`crate::logset`]) is opened once, at planning
@@ -102,7 +102,7 @@ impl Window {
         matches!((self.since, self.until), (Some(s), Some(u)) if s >= u)
     }
 
-    /// The window of the Audit trail API (SPEC §7): `before_date` gives the
+    /// The window of the Audit trail API (docs/operations.md, the API): `before_date` gives the
     /// exclusive end; `elapsed_hours` counts back from `before_date`, or from
     /// `now` when it is absent. Neither means the whole log.
     pub fn from_api(

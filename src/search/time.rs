@@ -24,7 +24,7 @@ pub(super) fn shorten(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// Parses `before_date` (SPEC §7): `yyyy-mm-dd`, `yyyy-mm-ddThh:mm[:ss[.f]]`,
+/// Parses `before_date` (docs/operations.md, the API): `yyyy-mm-dd`, `yyyy-mm-ddThh:mm[:ss[.f]]`,
 /// optionally with `Z` or an offset; without one the time is UTC. A `+` of
 /// an offset that arrived as a space (an unencoded `+` in a query string) is
 /// accepted.

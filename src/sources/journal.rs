@@ -1,7 +1,7 @@
 //! The journal follower: systemd's own messages about the Engine units
 //! (`nxengine@*.service`) become 60201/60202/60203 records, exactly once
-//! (SPEC §5); with `[auth] source = "journal"` the same machinery turns sshd
-//! and sudo messages into 6000x/6010x records (SPEC §6).
+//! (docs/operations.md, Engine starts and stops); with `[auth] source = "journal"` the same machinery turns sshd
+//! and sudo messages into 6000x/6010x records (docs/operations.md, SSH and sudo).
 //!
 //! Built like Vector's journald source: a child `journalctl --output=json`
 //! ([`follower`]) feeds one task that classifies each entry ([`engine`],

@@ -1,6 +1,6 @@
 //! The idempotency table: which `id` was written at which seq, keyed by
 //! (peer uid, component, id) so that one peer cannot suppress another's
-//! event by guessing its id (SPEC §3 "Idempotency").
+//! event by guessing its id (docs/protocol.md "Idempotency").
 //!
 //! It covers the active file and the previous one, and is bounded in
 //! bytes: keys are stored as salted 128-bit SHA-256 prefixes (a fixed size

@@ -1,4 +1,4 @@
-//! Per-uid lanes in front of the writer (SPEC §3 "Limits": no one local
+//! Per-uid lanes in front of the writer (docs/protocol.md "Limits": no one local
 //! user can deny service to the others).
 //!
 //! Every record waits in its sender's lane, one lane per peer uid, and the

@@ -10,7 +10,7 @@
 //! chain is linear; because syncing happens on that thread, the async
 //! reactor is never blocked.
 //!
-//! Failure rules (SPEC §4): a failed write or sync is truncated back to the
+//! Failure rules (docs/record-format.md): a failed write or sync is truncated back to the
 //! last durable length, the seq and chain are rolled back, and every event
 //! of the batch gets `disk_full` or `write_failed`. The count of refused
 //! events is written as 60905 as soon as a write succeeds again.

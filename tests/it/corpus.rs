@@ -1,4 +1,4 @@
-//! Bad-input corpus against the real daemon (SPEC §3 and §9).
+//! Bad-input corpus against the real daemon (docs/protocol.md and §9).
 //!
 //! Cases come from `tests/fixtures/bad_input/corpus.jsonl` (one JSON object
 //! per line: `name`; the bytes as `text` or `hex`; `expect`, one reply kind
@@ -794,7 +794,7 @@ fn read_log(d: &TestDaemon, text_format: bool) -> Log {
     log
 }
 
-/// The trailer fields a record of `ev` must carry, in order (SPEC §4).
+/// The trailer fields a record of `ev` must carry, in order (docs/record-format.md).
 fn expected_fields(ev: &Event) -> Vec<(String, String)> {
     let mut f = Vec::new();
     let mut push = |k: &str, v: &Option<String>| {
@@ -1371,7 +1371,7 @@ fn final_line_without_newline() {
 }
 
 /// The corpus writes Appliance codes as this process's uid, which needs an
-/// explicit grant (root included, SPEC §3).
+/// explicit grant (root included, docs/protocol.md).
 fn appliance_granted(config: &str) -> String {
     let me = nix::unistd::getuid().as_raw();
     format!("{config}\n[[clients]]\nuid = {me}\ncomponents = [\"Appliance\"]\n")

@@ -1,4 +1,4 @@
-//! The Audit trail API against idle, slow and hostile clients (SPEC §7
+//! The Audit trail API against idle, slow and hostile clients (docs/operations.md, the API
 //! Limits, Errors, Auth): idle TCP connections that never start TLS,
 //! authenticated clients that never read their response, oversized and
 //! malformed request heads, tokens with malformed time claims or a `crit`

@@ -1,4 +1,4 @@
-//! Hostile local clients (SPEC §3 "Peer credentials", "Limits",
+//! Hostile local clients (docs/protocol.md "Peer credentials", "Limits",
 //! "Idempotency"; §9): nobody suppresses another peer's event, starves the
 //! granted components, or grows the daemon's memory without bound.
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::util::{ev, require_root, test_user, wait_for, TestDaemon};
 
 const LONG: Duration = Duration::from_secs(60);
-/// SPEC §3: with the default config the daemon stays under this.
+/// docs/protocol.md: with the default config the daemon stays under this.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
 /// A client for attacks, run as another uid. Modes:

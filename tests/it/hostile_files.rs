@@ -1,4 +1,4 @@
-//! Attacks on the daemon's files (SPEC §4 "Start-up" and "Files", §9): links
+//! Attacks on the daemon's files (docs/record-format.md "Start-up" and "Files", §9): links
 //! planted in the log and state directories, directories other users can
 //! write, a careless umask, a planted pid, a second instance. Each test
 //! attacks the real binaries and checks that no file outside the two

@@ -1,4 +1,4 @@
-//! No text can forge a record, a field or a bracket (SPEC §4): hostile
+//! No text can forge a record, a field or a bracket (docs/record-format.md): hostile
 //! messages, users, Engine names, details and host names against the real
 //! daemon, checked with the real `grep` on the log file and by parsing the
 //! records back.
@@ -10,7 +10,7 @@ use nxaudit::record::ParsedRecord;
 
 use crate::util::*;
 
-/// The documented grep (SPEC §4, Nexthink's audit reference).
+/// The documented grep (docs/record-format.md, Nexthink's audit reference).
 const CONSOLE_LOGIN_GREP: &str = r"\[Console|Login|50000|";
 
 /// Runs `grep ARGS FILE` and returns the matching lines (none is not an

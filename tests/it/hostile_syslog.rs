@@ -1,4 +1,4 @@
-//! Attacks on the SSH/sudo intake (SPEC §6, §9): forged sshd and sudo lines
+//! Attacks on the SSH/sudo intake (docs/operations.md, SSH and sudo, §9): forged sshd and sudo lines
 //! from local users, datagrams from uids other than rsyslog's, PAM notices
 //! that are not refusals, and a logon right after a reload. Real
 //! `rsyslogd` with the shipped drop-in (harness shared with `syslog.rs`),

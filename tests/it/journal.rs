@@ -1,4 +1,4 @@
-//! The journal follower against real journals (SPEC §5, issue 4).
+//! The journal follower against real journals (docs/operations.md, Engine starts and stops, issue 4).
 //!
 //! Journals are built the way systemd writes them: entries in journal
 //! export format, with the fields PID 1 logs for unit jobs (MESSAGE_ID,

@@ -1,5 +1,5 @@
 //! Packaging: the systemd units, sysusers.d and tmpfiles.d entries, the
-//! shipped default config, the maintainer scripts and the .deb (SPEC §8).
+//! shipped default config, the maintainer scripts and the .deb (docs/operations.md).
 //!
 //! Everything here checks the files an appliance actually gets, with the
 //! tools that will read them: `systemd-analyze verify` and `security`,
@@ -331,7 +331,7 @@ fn shipped_config_parses_and_documents_the_defaults() {
         dropin.iter().any(|l| *l == omux),
         "30-nxaudit.conf does not send to {omux}"
     );
-    // Every top-level key and section of SPEC §8 appears, uncommented, so an
+    // Every top-level key and section of docs/operations.md appears, uncommented, so an
     // operator sees what can be set.
     let text = read(&path);
     for key in ["socket =", "syslog_socket =", "log_dir =", "state_dir ="] {

@@ -1,5 +1,5 @@
 //! SSH logons and sudo through rsyslog, and forwarding records out through
-//! rsyslog (SPEC §6), against a real, private `rsyslogd`.
+//! rsyslog (docs/operations.md, SSH and sudo), against a real, private `rsyslogd`.
 //!
 //! Each test starts the daemon (`util::TestDaemon`) and an `rsyslogd -n`
 //! of its own in a temp dir, configured with `packaging/rsyslog/

@@ -1,5 +1,5 @@
 //! SSH logons and sudo: turns one sshd or sudo log message into an audit
-//! record (SPEC §6). Pure: no I/O, no clock except the raw-line rate limit,
+//! record (docs/operations.md, SSH and sudo). Pure: no I/O, no clock except the raw-line rate limit,
 //! so both the syslog intake and the journal follower call the same
 //! [`AuthClassifier`], and every rule is tested on the message shapes that
 //! OpenSSH 8/9 (`sshd`, `sshd-session`, `sshd-auth`) and sudo 1.8/1.9 write

@@ -9,7 +9,7 @@
 //! message, and as the proven sender the fields journald itself recorded
 //! at receipt (`_UID` from the socket credentials, `_PID`, `_EXE`, `_COMM`;
 //! a sender cannot set `_`-prefixed fields), so `logger -t sshd` run by a
-//! user yields 60009 naming that user, never a logon (SPEC §6).
+//! user yields 60009 naming that user, never a logon (docs/operations.md, SSH and sudo).
 
 use super::entry::JournalEntry;
 use super::follower::{Classifier, Verdict};
