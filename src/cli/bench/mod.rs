@@ -241,6 +241,8 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A child process with its own directory: SIGTERM, reaped and the
+/// directory removed on drop (the daemon under test, the rsyslog baseline).
 struct Daemon {
     child: Child,
     base: PathBuf,

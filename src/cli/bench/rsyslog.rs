@@ -14,23 +14,9 @@ pub(super) struct RsyslogRun {
     pub per_s: f64,
 }
 
-/// A private rsyslogd: its own config, socket and file in `dir`, stopped
-/// (and `dir` removed) on drop.
-pub(super) struct Rsyslogd {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Rsyslogd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// A private rsyslogd: its own config, socket and file in its `base`
+/// directory, stopped (and the directory removed) on drop like the daemon.
+pub(super) type Rsyslogd = Daemon;
 
 /// The whole rsyslog configuration: no system socket, one private
 /// `imuxsock` input (rate limiting off, so no message is dropped) and one
@@ -69,11 +55,11 @@ pub(super) fn start_rsyslogd(parent: &Path, label: &str) -> anyhow::Result<Rsysl
         .stderr(stderr)
         .spawn()
         .context("start rsyslogd (is rsyslog installed?)")?;
-    let mut r = Rsyslogd { child, dir };
+    let mut r = Rsyslogd { child, base: dir };
     let t = Instant::now();
-    while !r.dir.join("log.sock").exists() {
+    while !r.base.join("log.sock").exists() {
         if let Ok(Some(st)) = r.child.try_wait() {
-            let err = std::fs::read_to_string(r.dir.join("rsyslogd.stderr")).unwrap_or_default();
+            let err = std::fs::read_to_string(r.base.join("rsyslogd.stderr")).unwrap_or_default();
             bail!("rsyslogd exited ({st}): {err}");
         }
         if t.elapsed() > Duration::from_secs(20) {
@@ -109,8 +95,8 @@ pub(super) fn count_lines(path: &Path, at: &mut (u64, u64)) -> std::io::Result<u
 pub(super) fn rsyslog_run(args: &Args, parent: &Path, label: &str) -> anyhow::Result<RsyslogRun> {
     use std::os::unix::net::UnixDatagram;
     let r = start_rsyslogd(parent, label)?;
-    let sock = r.dir.join("log.sock");
-    let out = r.dir.join("messages.log");
+    let sock = r.base.join("log.sock");
+    let out = r.base.join("messages.log");
     let clients = args.clients.max(1);
     let per = args.events / clients as u64;
     let total = per * clients as u64;
