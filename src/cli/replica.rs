@@ -25,10 +25,7 @@ pub fn run(
         Ok(r) => r,
         Err(e) => return Ok(cannot(json, &e.to_string())),
     };
-    let seals = match replica::check_replica_seals(&rep, seal_key) {
-        Ok(r) => r,
-        Err(e) => return Ok(cannot(json, &e.to_string())),
-    };
+    let seals = replica::check_replica_seals(&rep, seal_key);
     let cmp = match against {
         Some(dir) => match replica::compare_with_log(&rep, dir) {
             Ok(c) => Some((dir.to_path_buf(), c)),

@@ -205,6 +205,10 @@ pub struct ReplicaReport {
     pub head_h: String,
     #[serde(skip)]
     held: BTreeMap<u64, Held>,
+    /// The daemon's seal (60907) and start (60901) records, by seq, for
+    /// [`check_replica_seals`].
+    #[serde(skip)]
+    seal_points: BTreeMap<u64, record::ParsedRecord>,
 }
 
 impl ReplicaReport {
@@ -262,6 +266,7 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
     let mut f = Findings::default();
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
     let mut pending: BTreeMap<u64, (u64, record::ParsedRecord)> = BTreeMap::new();
+    let mut seal_points: BTreeMap<u64, record::ParsedRecord> = BTreeMap::new();
     let (mut lines, mut duplicates, mut out_of_order, mut differing) = (0u64, 0u64, 0u64, 0u64);
     let mut max_seen = 0u64;
     let mut tail = 0u64;
@@ -328,6 +333,11 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
                 pending.insert(seq, (lines, rec.clone()));
             }
         }
+        if rec.source == "Appliance"
+            && (rec.code == seal::SEAL_CODE || rec.code == seal::START_CODE)
+        {
+            seal_points.insert(seq, rec.clone());
+        }
         let this = Held {
             line_no: lines,
             digest: d,
@@ -393,59 +403,33 @@ pub fn verify_replica(path: &Path, chain: &Chain) -> Result<ReplicaReport, Repli
             .map(|h| h.h.clone())
             .unwrap_or_default(),
         held,
+        seal_points,
     })
 }
 
 /// Checks the seals (60907) of a copy already verified by
-/// [`verify_replica`]: a second pass parses only the daemon's seal and start
-/// records (their bracket cannot be imitated by any text), and feeds them in
-/// seq order to [`seal::SealChecker`] with the `h` of the record before each,
-/// which the first pass kept. With `key`, each seal's MAC, epoch and time
-/// window are proven, so a copy edited before its last seal is caught even
-/// without the appliance's log.
+/// [`verify_replica`], which kept the daemon's seal and start records and
+/// every record's `h`: they are fed in seq order to [`seal::SealChecker`]
+/// with the `h` of the record before each. With `key`, each seal's MAC,
+/// epoch and time window are proven, so a copy edited before its last seal
+/// is caught even without the appliance's log.
 pub fn check_replica_seals(
     rep: &ReplicaReport,
     key: Option<&seal::VerifyKey>,
-) -> Result<Result<seal::SealReport, seal::SealError>, ReplicaError> {
-    let path = &rep.path;
-    let file = logset::open_nofollow(path).map_err(io_err("open replica", path))?;
-    let mut rd = BufReader::with_capacity(1 << 16, file);
-    let marks = [
-        format!("[Appliance|Audit|{}|", seal::SEAL_CODE),
-        format!("[Appliance|Audit|{}|", seal::START_CODE),
-    ];
-    let mut special: BTreeMap<u64, record::ParsedRecord> = BTreeMap::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = rd
-            .read_line(&mut line)
-            .map_err(io_err("read replica", path))?;
-        if n == 0 || !line.ends_with('\n') {
-            break;
-        }
-        if !marks.iter().any(|m| line.contains(m.as_str())) {
-            continue;
-        }
-        if let Ok(rec) = record::parse_line(line.trim_end_matches('\n')) {
-            special.entry(rec.seq).or_insert(rec);
-        }
-    }
+) -> Result<seal::SealReport, seal::SealError> {
     let mut checker = seal::SealChecker::new(key);
     let mut last = rep.first_seq.saturating_sub(1);
-    for (seq, rec) in &special {
+    for (seq, rec) in &rep.seal_points {
         checker.skip(seq.saturating_sub(last + 1));
         let prev_h = seq
             .checked_sub(1)
             .and_then(|p| rep.held.get(&p))
             .map(|h| h.h.as_str());
-        if let Err(e) = checker.observe(rec, prev_h) {
-            return Ok(Err(e));
-        }
+        checker.observe(rec, prev_h)?;
         last = *seq;
     }
     checker.skip(rep.last_seq.saturating_sub(last));
-    Ok(Ok(checker.finish()))
+    Ok(checker.finish())
 }
 
 /// Checks record `rec` (at `line_no`) against its predecessor `prev`: the
