@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{AuthSource, Config, FlushPolicy};
+use crate::config::{Config, FlushPolicy};
 use crate::fsutil::{self, FsError, InstanceLock};
 use crate::listener::{self, Acl, ListenError, Shared};
 use crate::reader::Readers;
@@ -152,7 +152,10 @@ pub async fn run(
         reloads: hub.subscribe(),
     };
     let sources = TaskTracker::new();
-    spawn_sources(&cfg, &ctx, &sources);
+    for source in crate::sources::build(&cfg, &ctx) {
+        tracing::debug!(source = source.name, "source starting");
+        sources.spawn(source.task);
+    }
     for sink in sinks {
         tracing::debug!(sink = sink.name, "sink starting");
         sources.spawn(sink.task);
@@ -247,23 +250,6 @@ pub async fn run(
     }
     let _ = state.remove(PID_FILE);
     Ok(())
-}
-
-fn spawn_sources(cfg: &Config, ctx: &SourceContext, tracker: &TaskTracker) {
-    if cfg.journal.enabled {
-        tracker.spawn(crate::sources::journal::run_engine(ctx.clone()));
-    }
-    match cfg.auth.source {
-        AuthSource::Rsyslog => {
-            tracker.spawn(crate::sources::syslog_intake::run(
-                ctx.part("syslog_intake"),
-            ));
-        }
-        AuthSource::Journal => {
-            tracker.spawn(crate::sources::journal::run_auth(ctx.clone()));
-        }
-        AuthSource::Off => {}
-    }
 }
 
 /// Once a tick: wake the writer, feed the watchdog while the writer moves,

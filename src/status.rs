@@ -35,6 +35,26 @@ impl Registry {
         }
     }
 
+    /// Changes section `name` in place (starting from an empty object when
+    /// it is absent or not an object).
+    pub fn update(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) {
+        if let Ok(mut m) = self.inner.lock() {
+            let v = m
+                .entry(name.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !v.is_object() {
+                *v = serde_json::Value::Object(Default::default());
+            }
+            if let serde_json::Value::Object(o) = v {
+                f(o);
+            }
+        }
+    }
+
     /// A copy of every section.
     pub fn snapshot(&self) -> serde_json::Map<String, serde_json::Value> {
         match self.inner.lock() {

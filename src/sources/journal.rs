@@ -35,8 +35,9 @@ pub mod follower;
 
 use std::time::Duration;
 
-use crate::config::AuthSource;
-use crate::sources::SourceContext;
+use crate::config::{AuthConfig, Config, JournalConfig};
+use crate::sources::{ReloadMode, Source, SourceContext, SourceError};
+use crate::writer::WriterHandle;
 
 pub use cursor::{JournalCursor, Position};
 pub use entry::JournalEntry;
@@ -85,60 +86,89 @@ pub enum JournalError {
     },
 }
 
-/// Follows the journal for the Engine units and writes 60201/60202/60203
-/// records until `ctx.shutdown` fires. Never returns early: every failure
-/// becomes a restart with back-off and a status entry.
-pub async fn run_engine(ctx: SourceContext) {
-    let cfg = &ctx.config.journal;
-    let mut shutdown = ctx.shutdown.clone();
-    if !cfg.enabled {
-        follower::publish_disabled(&ctx.status, ENGINE_SECTION, "[journal] enabled = false");
-        shutdown.recv().await;
-        return;
-    }
-    let classifier = match engine::EngineClassifier::new(&cfg.units) {
-        Ok(c) => c,
-        Err(e) => {
-            // A bad glob is a configuration error the operator must fix;
-            // the daemon stays up and says so.
-            tracing::error!(error = %e, "journal follower not started");
-            follower::publish_failed(&ctx.status, ENGINE_SECTION, &e.to_string());
-            shutdown.recv().await;
-            return;
-        }
-    };
-    let spec = FollowerSpec::from_config(
-        &ctx.config,
-        ENGINE_SECTION,
-        ENGINE_JSRC,
-        "journal-engine.cursor",
-    );
-    Follower::new(spec, classifier, ctx.writer.clone(), ctx.status.clone())
-        .with_reload(ctx.reloads.watch())
-        .run(shutdown)
-        .await;
+/// A journal follower as a [`Source`]: the follower is made on the first
+/// run, with the writer and status of the context it runs with.
+pub struct JournalSource<C> {
+    spec: FollowerSpec,
+    classifier: Option<C>,
+    follower: Option<Follower<C, WriterHandle>>,
 }
 
-/// Follows the journal for sshd and sudo messages (when `[auth] source =
-/// "journal"`) and writes their records until `ctx.shutdown` fires.
-pub async fn run_auth(ctx: SourceContext) {
-    let mut shutdown = ctx.shutdown.clone();
-    if ctx.config.auth.source != AuthSource::Journal {
-        follower::publish_disabled(
-            &ctx.status,
-            AUTH_SECTION,
-            "[auth] source is not \"journal\"",
-        );
-        shutdown.recv().await;
-        return;
+impl<C: Classifier> JournalSource<C> {
+    /// A source following the journal as `spec` says, classifying with
+    /// `classifier`.
+    pub fn new(spec: FollowerSpec, classifier: C) -> JournalSource<C> {
+        JournalSource {
+            spec,
+            classifier: Some(classifier),
+            follower: None,
+        }
     }
-    let classifier = auth::AuthJournalClassifier::new(&ctx.config.auth);
-    let spec =
-        FollowerSpec::from_config(&ctx.config, AUTH_SECTION, AUTH_JSRC, "journal-auth.cursor");
-    Follower::new(spec, classifier, ctx.writer.clone(), ctx.status.clone())
-        .with_reload(ctx.reloads.watch())
-        .run(shutdown)
-        .await;
+}
+
+impl<C: Classifier + Sync> Source for JournalSource<C> {
+    fn name(&self) -> &'static str {
+        self.spec.section
+    }
+
+    /// The follower reads the published configuration before each entry.
+    fn reload_mode(&self) -> ReloadMode {
+        ReloadMode::BeforeEachItem
+    }
+
+    fn reconfigure(&mut self, cfg: &Config) {
+        // Once running, the follower takes reloads from its watch itself.
+        if let Some(c) = self.classifier.as_mut() {
+            c.reload(cfg);
+        }
+    }
+
+    /// Follows until shutdown. Never returns an error: every failure of
+    /// journalctl becomes a restart with back-off and a status entry.
+    async fn run(&mut self, ctx: &mut SourceContext) -> Result<(), SourceError> {
+        if self.follower.is_none() {
+            if let Some(classifier) = self.classifier.take() {
+                let f = Follower::new(
+                    self.spec.clone(),
+                    classifier,
+                    ctx.writer.clone(),
+                    ctx.status.clone(),
+                )
+                .with_reload(ctx.reloads.watch());
+                self.follower = Some(f);
+            }
+        }
+        if let Some(f) = self.follower.as_mut() {
+            f.follow(ctx.shutdown.clone()).await;
+        }
+        Ok(())
+    }
+}
+
+impl JournalConfig {
+    /// The Engine unit follower (status section `journal`); `cfg` gives the
+    /// state and log directories. Fails on a unit glob that does not
+    /// compile.
+    pub fn build(
+        &self,
+        cfg: &Config,
+    ) -> Result<JournalSource<engine::EngineClassifier>, JournalError> {
+        let classifier = engine::EngineClassifier::new(&self.units)?;
+        let spec =
+            FollowerSpec::from_config(cfg, ENGINE_SECTION, ENGINE_JSRC, "journal-engine.cursor");
+        Ok(JournalSource::new(spec, classifier))
+    }
+}
+
+impl AuthConfig {
+    /// The SSH/sudo follower for `[auth] source = "journal"` (status
+    /// section `auth_journal`); `cfg` gives `[journal]`'s journalctl
+    /// settings and the state and log directories.
+    pub fn build_journal(&self, cfg: &Config) -> JournalSource<auth::AuthJournalClassifier> {
+        let classifier = auth::AuthJournalClassifier::new(self);
+        let spec = FollowerSpec::from_config(cfg, AUTH_SECTION, AUTH_JSRC, "journal-auth.cursor");
+        JournalSource::new(spec, classifier)
+    }
 }
 
 /// Back-off of journalctl restarts: first delay.

@@ -1,11 +1,20 @@
-//! Sources that feed the writer besides the socket: the journal follower
-//! (Engine units, optionally SSH/sudo) and the syslog intake (rsyslog).
-//! Reloads (SIGHUP) reach them, as they reach the sinks, through
-//! [`crate::reload`].
+//! Sources: plug-ins that feed the writer besides the socket: the journal
+//! follower of the Engine units ([`journal`], `[journal]`), and SSH/sudo
+//! logons either from rsyslog ([`syslog_intake`], `[auth] source =
+//! "rsyslog"`) or from the journal (`[auth] source = "journal"`).
+//!
+//! Each is one file or folder with a `build()` on its config section that
+//! returns a [`Source`]; [`runner`] runs them all the same way (status
+//! `state`, restart with back-off, reloads, shutdown); [`build`] below is
+//! the one place that registers them. A new source is one new file, its
+//! config section and one registration line here. Reloads (SIGHUP) reach
+//! them, as they reach the sinks, through [`crate::reload`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{AuthSource, Config};
 pub use crate::reload::{Reload, Reloads};
 use crate::shutdown::Shutdown;
 use crate::status::Registry;
@@ -13,10 +22,58 @@ use crate::writer::WriterHandle;
 
 pub mod auth_parse;
 pub mod journal;
+pub mod runner;
+pub mod source;
 pub mod syslog_intake;
 pub mod syslog_msg;
 
-/// What every source or sink task is started with.
+pub use source::{ReloadMode, Source, SourceError};
+
+/// A source built from its section, ready to be spawned.
+pub struct BuiltSource {
+    /// Its name (status section).
+    pub name: &'static str,
+    /// Its run until shutdown.
+    pub task: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Hands `source` to the runner; a source that acknowledges reloads is
+/// registered as a reload part now, before any SIGHUP is handled.
+fn built<S: Source>(source: S, ctx: &SourceContext) -> BuiltSource {
+    let name = source.name();
+    let ctx = match source.reload_mode() {
+        ReloadMode::Acknowledged => ctx.part(name),
+        ReloadMode::BeforeEachItem => ctx.clone(),
+    };
+    BuiltSource {
+        name,
+        task: Box::pin(runner::run(source, ctx)),
+    }
+}
+
+/// Builds every enabled source of `cfg`, each to run with `ctx`.
+pub fn build(cfg: &Config, ctx: &SourceContext) -> Vec<BuiltSource> {
+    let mut out = Vec::new();
+    if cfg.journal.enabled {
+        match cfg.journal.build(cfg) {
+            Ok(s) => out.push(built(s, ctx)),
+            // A bad unit glob: the daemon stays up and the status says why.
+            Err(e) => {
+                tracing::error!(error = %e, "journal follower not started");
+                runner::publish_failed(&ctx.status, journal::ENGINE_SECTION, &e.to_string());
+            }
+        }
+    }
+    if cfg.auth.source == AuthSource::Rsyslog {
+        out.push(built(cfg.auth.build_intake(cfg), ctx));
+    }
+    if cfg.auth.source == AuthSource::Journal {
+        out.push(built(cfg.auth.build_journal(cfg), ctx));
+    }
+    out
+}
+
+/// What every source runs with.
 #[derive(Clone)]
 pub struct SourceContext {
     /// The effective configuration.

@@ -56,11 +56,12 @@ use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::config::{AuthConfig, Config};
 use crate::record::format_ts;
 use crate::shutdown::Shutdown;
 use crate::sources::auth_parse::{AuthClassifier, Sender};
 use crate::sources::syslog_msg;
-use crate::sources::SourceContext;
+use crate::sources::{ReloadMode, Source, SourceContext, SourceError};
 use crate::status::Registry;
 use crate::writer::{AppendError, WriterHandle};
 
@@ -129,7 +130,7 @@ struct Intake {
 /// `intake_uids` plus the daemon's own uid (an unprivileged run from a
 /// checkout, the tests): anything running as that uid can already write
 /// the log directly.
-fn allowed_uids(cfg: &crate::config::AuthConfig) -> Vec<u32> {
+fn allowed_uids(cfg: &AuthConfig) -> Vec<u32> {
     let mut v = cfg.intake_uids.clone();
     let own = nix::unistd::geteuid().as_raw();
     if !v.contains(&own) {
@@ -138,49 +139,87 @@ fn allowed_uids(cfg: &crate::config::AuthConfig) -> Vec<u32> {
     v
 }
 
-/// Runs the intake until shutdown. Never returns early on bad input; if the
-/// socket cannot be bound it retries with back-off (the status says why).
-pub async fn run(ctx: SourceContext) {
-    let mut shutdown = ctx.shutdown.clone();
-    let mut reload_ctx = ctx.clone();
-    let mut intake = Intake {
-        writer: ctx.writer.clone(),
-        status: ctx.status.clone(),
-        socket: ctx.config.syslog_socket.clone(),
-        hostname: ctx.config.effective_hostname(),
-        classifier: AuthClassifier::new(&ctx.config.auth),
-        counters: Counters::default(),
-        inherited: false,
-        allowed_uids: allowed_uids(&ctx.config.auth),
-        foreign_warned: None,
-        foreign_unwarned: 0,
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let sock = loop {
-        match open_socket(&ctx.config.syslog_socket, &ctx.config.listener.group) {
+/// The syslog intake as a [`Source`] (status section `syslog_intake`):
+/// the socket path and group are taken at build, the `[auth]` filters
+/// again at each reload.
+pub struct SyslogIntake {
+    socket: PathBuf,
+    group: String,
+    hostname: String,
+    auth: AuthConfig,
+    /// Made on the first run; its counters survive a restart.
+    intake: Option<Intake>,
+}
+
+impl AuthConfig {
+    /// The syslog intake for `[auth] source = "rsyslog"`; `cfg` gives the
+    /// socket path, the socket's group and the host name.
+    pub fn build_intake(&self, cfg: &Config) -> SyslogIntake {
+        SyslogIntake {
+            socket: cfg.syslog_socket.clone(),
+            group: cfg.listener.group.clone(),
+            hostname: cfg.effective_hostname(),
+            auth: self.clone(),
+            intake: None,
+        }
+    }
+}
+
+impl Source for SyslogIntake {
+    fn name(&self) -> &'static str {
+        STATUS_SECTION
+    }
+
+    /// Reloads are applied between two datagrams and acknowledged.
+    fn reload_mode(&self) -> ReloadMode {
+        ReloadMode::Acknowledged
+    }
+
+    fn reconfigure(&mut self, cfg: &Config) {
+        match self.intake.as_mut() {
+            Some(i) => i.reconfigure(&cfg.auth),
+            None => self.auth = cfg.auth.clone(),
+        }
+    }
+
+    /// Listens until shutdown. Never returns early on bad input; an error
+    /// when the socket cannot be opened (the runner retries with back-off;
+    /// the status says why).
+    async fn run(&mut self, ctx: &mut SourceContext) -> Result<(), SourceError> {
+        let mut shutdown = ctx.shutdown.clone();
+        let intake = self.intake.get_or_insert_with(|| Intake {
+            writer: ctx.writer.clone(),
+            status: ctx.status.clone(),
+            socket: self.socket.clone(),
+            hostname: self.hostname.clone(),
+            classifier: AuthClassifier::new(&self.auth),
+            counters: Counters::default(),
+            inherited: false,
+            allowed_uids: allowed_uids(&self.auth),
+            foreign_warned: None,
+            foreign_unwarned: 0,
+        });
+        let sock = match open_socket(&intake.socket, &self.group) {
             Ok((s, inherited)) => {
                 intake.inherited = inherited;
-                break s;
+                s
             }
             Err(e) => {
-                warn!(error = %e, "syslog intake: cannot open the socket; retrying");
                 intake.fail(e.to_string());
                 intake.publish("error");
-                if !backoff.wait(&mut shutdown).await {
-                    intake.publish("stopped");
-                    return;
-                }
+                return Err(SourceError::new(e));
             }
+        };
+        info!(socket = %intake.socket.display(), inherited = intake.inherited, "syslog intake listening");
+        intake.publish("listening");
+        intake.serve(&sock, &mut shutdown, ctx).await;
+        drop(sock);
+        if !intake.inherited {
+            let _ = std::fs::remove_file(&intake.socket);
         }
-    };
-    info!(socket = %intake.socket.display(), inherited = intake.inherited, "syslog intake listening");
-    intake.publish("listening");
-    intake.serve(&sock, &mut shutdown, &mut reload_ctx).await;
-    drop(sock);
-    if !intake.inherited {
-        let _ = std::fs::remove_file(&intake.socket);
+        intake.publish("stopped");
+        Ok(())
     }
-    intake.publish("stopped");
 }
 
 impl Intake {
@@ -198,8 +237,7 @@ impl Intake {
             tokio::select! {
                 _ = shutdown.recv() => break,
                 new = ctx.next_reload() => {
-                    self.classifier.reload(&new.auth);
-                    self.allowed_uids = allowed_uids(&new.auth);
+                    self.reconfigure(&new.auth);
                     info!("syslog intake: [auth] filters reloaded");
                     // Dropping `new` acknowledges the reload.
                 }
@@ -234,6 +272,12 @@ impl Intake {
                 }
             }
         }
+    }
+
+    /// Takes the reloaded `[auth]` filters and allowed uids.
+    fn reconfigure(&mut self, auth: &AuthConfig) {
+        self.classifier.reload(auth);
+        self.allowed_uids = allowed_uids(auth);
     }
 
     /// Whether a datagram with these peer credentials may be read; counts
@@ -465,7 +509,6 @@ pub fn proven_sender(msg: &syslog_msg::SyslogMessage) -> Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::logset;
     use crate::record::{parse_line, ParsedRecord};
     use crate::shutdown::ShutdownTrigger;
@@ -570,7 +613,10 @@ mod tests {
             SourceContext::fixed(Arc::new(cfg.clone()), writer.clone(), shutdown, reg.clone());
         // A stale socket file from a crashed run is replaced.
         std::os::unix::net::UnixDatagram::bind(&cfg.syslog_socket).unwrap();
-        let task = tokio::spawn(run(ctx));
+        let task = tokio::spawn(crate::sources::runner::run(
+            cfg.auth.build_intake(&cfg),
+            ctx,
+        ));
         wait_for("listening", || section(&reg)["state"] == "listening").await;
         let mode = std::fs::metadata(&cfg.syslog_socket)
             .unwrap()

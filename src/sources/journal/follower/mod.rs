@@ -60,7 +60,6 @@ mod status;
 use crate::backoff::Backoff;
 use child::{ChildEnd, RunEnd, LOCATION_ARGS};
 use status::{now_rfc3339, status_doc, Stats};
-pub use status::{publish_disabled, publish_failed};
 
 /// Least time between two status publishes of a busy follower.
 pub(super) const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -243,7 +242,13 @@ impl<C: Classifier, S: RecordSink> Follower<C, S> {
     }
 
     /// Runs until `shutdown` fires.
-    pub async fn run(mut self, mut shutdown: Shutdown) {
+    pub async fn run(mut self, shutdown: Shutdown) {
+        self.follow(shutdown).await;
+    }
+
+    /// Runs until `shutdown` fires, keeping the follower for its owner
+    /// (the journal [`crate::sources::Source`]).
+    pub async fn follow(&mut self, mut shutdown: Shutdown) {
         self.publish(true);
         let mut backoff = Backoff::new(self.spec.backoff_initial, self.spec.backoff_max);
         // Without knowing where the last run stopped nothing can be done

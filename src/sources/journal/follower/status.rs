@@ -9,20 +9,6 @@ use serde_json::json;
 use super::PUBLISH_EVERY;
 use super::{Classifier, Follower, RecordSink};
 use crate::sources::journal::cursor::{JournalCursor, Position};
-use crate::status::Registry;
-
-/// Publishes a section saying the follower is switched off.
-pub fn publish_disabled(status: &Registry, section: &str, why: &str) {
-    status.set(section, json!({ "state": "disabled", "reason": why }));
-}
-
-/// Publishes a section saying the follower cannot run (configuration).
-pub fn publish_failed(status: &Registry, section: &str, error: &str) {
-    status.set(
-        section,
-        json!({ "state": "failed", "last_error": error, "last_error_at": now_rfc3339() }),
-    );
-}
 
 pub(super) fn now_rfc3339() -> String {
     crate::record::format_ts(chrono::Utc::now())
