@@ -142,6 +142,7 @@ pub async fn run(
         shared.clone(),
         shutdown.clone(),
         connections.clone(),
+        hub.subscribe().part(listener::RELOAD_PART),
     ));
 
     let ctx = SourceContext {
@@ -191,12 +192,9 @@ pub async fn run(
                 notify(&[sd_notify::NotifyState::Reloading]);
                 match Config::load(config_path.as_deref(), base_dir.as_deref()) {
                     Ok(new) => {
-                        if let Ok(mut acl) = shared.acl.write() {
-                            *acl = Arc::new(Acl::from_rules(&new.clients));
-                        }
-                        shared.strict_codes.store(new.log.strict_codes, Ordering::Relaxed);
-                        // 60904 only once the sources and sinks run with the
-                        // new configuration: an event after it must never be
+                        // The one reload path (crate::reload): 60904 only
+                        // once the listener, sources and sinks run with the
+                        // new configuration, so an event after it is never
                         // judged by the old one. (The journal followers read
                         // the watch before each entry and need no wait.)
                         let late = hub.publish(new.clone(), RELOAD_ACK).await;

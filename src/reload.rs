@@ -1,12 +1,20 @@
-//! Reloads (SIGHUP): the one path by which sources and sinks take a new
-//! configuration.
+//! Reloads (SIGHUP): the single path by which every part of the daemon
+//! takes a new configuration.
 //!
-//! The daemon publishes the new configuration on a watch channel
-//! ([`ReloadHub::publish`]) and writes 60904 only once every registered
-//! part has applied it ([`ReloadAcks`]): a part takes the new
-//! configuration as a [`Reload`] from its [`Reloads`] handle, applies it,
-//! and dropping the `Reload` acknowledges it. So nothing the part handles
-//! after 60904 was judged by the old configuration.
+//! 1. The daemon loads and checks the file, then publishes it on a watch
+//!    channel ([`ReloadHub::publish`]).
+//! 2. Every registered part ([`Reloads::part`]: the listener's ACL and
+//!    `strict_codes`, the syslog intake, each sink) takes it as a
+//!    [`Reload`] from its [`Reloads`] handle, applies it, and dropping the
+//!    `Reload` acknowledges it ([`ReloadAcks`]). Parts that read the watch
+//!    before each item (the journal followers) need no acknowledgement.
+//! 3. Once every part has acknowledged (or after a timeout, logged with the
+//!    lagging parts), the writer applies `[log]` and writes 60904 as the
+//!    commit step (`WriterHandle::reload`).
+//!
+//! So nothing handled after 60904 was judged by the old configuration. No
+//! part is changed any other way: a new reloadable setting belongs to a
+//! part that takes it here.
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::catalog::Component;
 use crate::config::{ClientRule, Config};
 use crate::protocol::{ErrorKind, Refusal, Reply};
+use crate::reload::Reloads;
 use crate::shutdown::Shutdown;
 use crate::writer::WriterHandle;
 
@@ -348,18 +349,45 @@ fn from_systemd(path: &Path) -> Result<Option<UnixListener>, ListenError> {
     UnixListener::from_std(std_l).map(Some).map_err(io)
 }
 
-/// Accepts until shutdown; each connection runs on `tracker`.
+/// Name of the listener's part in reloads ([`crate::reload`]).
+pub const RELOAD_PART: &str = "listener";
+
+impl Shared {
+    /// Takes what a reload changes for connections: the `[[clients]]`
+    /// ACL and `[log] strict_codes`, for every line read after this.
+    pub fn reconfigure(&self, cfg: &Config) {
+        let acl = Arc::new(Acl::from_rules(&cfg.clients));
+        match self.acl.write() {
+            Ok(mut a) => *a = acl,
+            // A panic while holding the lock leaves a valid Arc: replace it.
+            Err(p) => *p.into_inner() = acl,
+        }
+        self.strict_codes
+            .store(cfg.log.strict_codes, Ordering::Relaxed);
+    }
+}
+
+/// Accepts until shutdown; each connection runs on `tracker`. Reloads from
+/// `reloads` (a part the daemon waits for before it writes 60904) are
+/// applied between two accepts.
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
     tracker: TaskTracker,
+    mut reloads: Reloads,
 ) {
     let sem = Arc::new(Semaphore::new(shared.limits.max_connections));
     let per_uid = Arc::new(PerUid::default());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
+            new = reloads.next() => {
+                shared.reconfigure(&new);
+                info!("listener: [[clients]] and strict_codes reloaded");
+                // Dropping `new` acknowledges the reload.
+                continue;
+            }
             r = listener.accept() => r,
         };
         let (stream, _) = match accepted {

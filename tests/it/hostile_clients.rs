@@ -39,7 +39,12 @@ if mode == "send":
     s = conn()
     data = sys.stdin.buffer.read()
     n = data.count(b"\n")
-    threading.Thread(target=lambda: s.sendall(data), daemon=True).start()
+    def send():
+        try:
+            s.sendall(data)
+        except OSError:
+            pass  # refused at accept: the daemon answered and closed
+    threading.Thread(target=send, daemon=True).start()
     f = s.makefile("rb")
     for _ in range(n):
         line = f.readline()
@@ -278,6 +283,50 @@ fn dedup_survives_a_restart_and_one_rotation() {
         seqs_of(&send_as(&d, other, &[ev(20101, "\"id\":\"R\"")]))[0],
         p
     );
+}
+
+/// The listener takes `[[clients]]` through the one reload path: a uid
+/// granted by a SIGHUP'ed config is served as soon as 60904 is in the log,
+/// and the uid it no longer names is refused from then on.
+#[test]
+fn a_grant_and_a_revocation_by_sighup_apply_once_60904_is_written() {
+    if !require_root("a_grant_and_a_revocation_by_sighup_apply_once_60904_is_written") {
+        return;
+    }
+    let old = test_user("nxa-t-engine");
+    let new = test_user("nxa-t-portal");
+    let grant = |uid: u32| {
+        format!(
+            "[listener]\nmode = \"0666\"\n[[clients]]\nuid = {uid}\ncomponents = [\"Portal\"]\n"
+        )
+    };
+    let d = open_daemon(&format!(
+        "[[clients]]\nuid = {}\ncomponents = [\"Portal\"]\n",
+        old.0
+    ));
+    let refused = |r: &[serde_json::Value]| r[0]["error"] == "forbidden_component";
+    assert_eq!(send_as(&d, old, &[ev(20101, "")])[0]["ok"], true);
+    assert!(
+        refused(&send_as(&d, new, &[ev(20101, "")])),
+        "not granted yet"
+    );
+    d.write_config(&grant(new.0));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("60904", Duration::from_secs(10), || {
+        d.records().iter().any(|r| r.code == 60904)
+    });
+    let r = send_as(&d, new, &[ev(20101, "")]);
+    assert_eq!(r[0]["ok"], true, "granted by the reload: {r:?}");
+    let r = send_as(&d, old, &[ev(20101, "")]);
+    assert!(refused(&r), "revoked by the reload: {r:?}");
+    let recs = d.records();
+    let reload = recs.iter().find(|r| r.code == 60904).expect("60904");
+    let written: Vec<u32> = recs
+        .iter()
+        .filter(|r| r.code == 20101 && r.seq > reload.seq)
+        .map(|r| r.uid)
+        .collect();
+    assert_eq!(written, [new.0], "after 60904 only the new grant writes");
 }
 
 #[test]
