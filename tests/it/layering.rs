@@ -7,6 +7,9 @@
 //! A child module using its own parent's items (`super::Config` from
 //! `writer/rotate.rs`) is the parent's private business, not a layer: those
 //! edges are left out, so the check is about files in different modules.
+//!
+//! Sources and sinks are plug-ins: the daemon starts what `sources::build`
+//! and `sinks::build` return and names none of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -298,4 +301,22 @@ fn use_trees_expand() {
         vec!["x".into(), "a".into(), "b".into()],
     ];
     assert_eq!(got, want);
+}
+
+#[test]
+fn daemon_names_no_source_or_sink() {
+    let text = std::fs::read_to_string(src_dir().join("daemon.rs")).expect("read daemon.rs");
+    let code = code_of(&text);
+    for plugin in [
+        "sources::journal",
+        "sources::syslog_intake",
+        "sinks::file",
+        "sinks::syslog",
+    ] {
+        assert!(
+            !code.contains(plugin),
+            "daemon.rs names {plugin}: register it in its build() instead"
+        );
+    }
+    assert!(code.contains("sources::build(") && code.contains("sinks::build("));
 }
