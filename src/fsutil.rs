@@ -162,6 +162,9 @@ pub enum Access {
     AppendCreateNew(u32),
     /// Read and write, created with this mode if missing (lock files).
     ReadWriteCreate(u32),
+    /// Read and write, created with this mode; fails if the name exists
+    /// (a new seal key).
+    ReadWriteCreateNew(u32),
 }
 
 /// A directory opened once, without following a link at its last
@@ -309,6 +312,7 @@ impl Dir {
                 m,
             ),
             Access::ReadWriteCreate(m) => (OFlags::RDWR | OFlags::CREATE, m),
+            Access::ReadWriteCreateNew(m) => (OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, m),
         };
         let fd = match rfs::openat(&self.fd, name, base | flags, Mode::from_raw_mode(mode)) {
             Ok(fd) => fd,

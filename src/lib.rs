@@ -29,6 +29,7 @@ pub mod seal;
 pub mod search;
 pub mod shutdown;
 pub mod sinks;
+pub mod slotfile;
 pub mod sources;
 pub mod status;
 pub mod verify;

@@ -34,8 +34,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::fsutil::{self, Dir, Durability};
+use crate::fsutil::{self, Dir};
 use crate::record::ParsedRecord;
+use crate::slotfile::{self, SlotFile, Wipe};
 
 /// Code of a seal record.
 pub const SEAL_CODE: u32 = crate::catalog::appliance::SEALED;
@@ -499,69 +500,104 @@ impl SealKey {
         let bytes = fsutil::read_file(path)
             .map_err(|e| kf(e.to_string()))?
             .ok_or_else(|| kf("does not exist (create it with `nxaudit seal init`)".into()))?;
-        let text = String::from_utf8(bytes).map_err(|_| kf("not UTF-8".into()))?;
-        SealKey::from_file_text(&text).map_err(|e| kf(e.to_string()))
+        SealKey::from_slots(&bytes).map_err(|e| kf(e.to_string()))
+    }
+
+    /// Decodes the newest key of a key file's bytes.
+    fn from_slots(bytes: &[u8]) -> Result<SealKey, SealError> {
+        let newest = slotfile::parse(bytes)
+            .ok_or_else(|| SealError::BadKey("no whole key in the file".into()))?;
+        let text =
+            String::from_utf8(newest.payload).map_err(|_| SealError::BadKey("not UTF-8".into()))?;
+        SealKey::from_file_text(&text)
     }
 }
 
-/// The key file of a running writer: replaced atomically and synced after
-/// every change, never written in place.
+/// The key file of a running writer: rewritten in place at every seal
+/// (see [`crate::slotfile`]): the new key goes into the other slot and is
+/// synced, then the used key is overwritten with zeros and synced, so it
+/// is neither readable nor left behind in a freed block.
 pub struct KeyFile {
-    dir: Dir,
-    name: String,
+    file: SlotFile,
     path: PathBuf,
 }
 
+fn key_file_err(path: &Path) -> impl Fn(String) -> SealError + '_ {
+    move |why| SealError::KeyFile {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+/// The directory and name of a key file path.
+fn key_dir(path: &Path) -> Result<(Dir, String), SealError> {
+    let kf = key_file_err(path);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| kf("no file name".into()))?
+        .to_string();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = Dir::open(parent).map_err(|e| kf(e.to_string()))?;
+    Ok((dir, name))
+}
+
 impl KeyFile {
-    /// Opens the directory of `path` (not following links).
-    pub fn open(path: &Path) -> Result<KeyFile, SealError> {
-        let kf = |why: String| SealError::KeyFile {
-            path: path.to_path_buf(),
-            why,
-        };
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| kf("no file name".into()))?
-            .to_string();
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = Dir::open(parent).map_err(|e| kf(e.to_string()))?;
+    /// Whether something (a link included) exists at `path`.
+    pub fn exists(path: &Path) -> Result<bool, SealError> {
+        let (dir, name) = key_dir(path)?;
+        dir.entry(&name)
+            .map(|m| m.is_some())
+            .map_err(|e| key_file_err(path)(e.to_string()))
+    }
+
+    /// Creates the key file at `path` exclusively (mode 0600, never through
+    /// a link) holding `key`, synced with its directory.
+    pub fn create(path: &Path, key: &SealKey) -> Result<KeyFile, SealError> {
+        let (dir, name) = key_dir(path)?;
+        let file = SlotFile::create(&dir, &name, 0o600, key.to_file_text().as_bytes())
+            .map_err(|e| key_file_err(path)(e.to_string()))?;
         Ok(KeyFile {
-            dir,
-            name,
+            file,
             path: path.to_path_buf(),
         })
     }
 
-    /// Whether the file exists (as anything, a link included).
-    pub fn exists(&self) -> Result<bool, SealError> {
-        self.dir
-            .entry(&self.name)
-            .map(|m| m.is_some())
-            .map_err(|e| SealError::KeyFile {
-                path: self.path.clone(),
-                why: e.to_string(),
-            })
+    /// Opens the existing key file at `path` (never through a link) and
+    /// reads its key.
+    pub fn open(path: &Path) -> Result<(KeyFile, SealKey), SealError> {
+        let kf = key_file_err(path);
+        let (dir, name) = key_dir(path)?;
+        let (file, newest) = match SlotFile::open(&dir, &name, None) {
+            Ok(x) => x,
+            Err(e) if e.is_not_found() => {
+                return Err(kf(
+                    "does not exist (create it with `nxaudit seal init`)".into()
+                ))
+            }
+            Err(e) => return Err(kf(e.to_string())),
+        };
+        let newest = newest.ok_or_else(|| kf("no whole key in the file".into()))?;
+        let text = String::from_utf8(newest.payload).map_err(|_| kf("not UTF-8".into()))?;
+        let key = SealKey::from_file_text(&text).map_err(|e| kf(e.to_string()))?;
+        Ok((
+            KeyFile {
+                file,
+                path: path.to_path_buf(),
+            },
+            key,
+        ))
     }
 
-    /// Replaces the file with `key`, mode 0600, synced (file and
-    /// directory). The old key's blocks may survive on the device until
-    /// they are reused: see the sealing section of the record format docs.
-    pub fn store(&self, key: &SealKey) -> Result<(), SealError> {
-        self.dir
-            .replace(
-                &self.name,
-                key.to_file_text().as_bytes(),
-                0o600,
-                Durability::Durable,
-            )
-            .map_err(|e| SealError::KeyFile {
-                path: self.path.clone(),
-                why: e.to_string(),
-            })
+    /// Writes `key` in place of the previous one, which is wiped; returns
+    /// once both are on disk.
+    pub fn store(&mut self, key: &SealKey) -> Result<(), SealError> {
+        self.file
+            .write(key.to_file_text().as_bytes(), Wipe::Zero)
+            .map_err(|e| key_file_err(&self.path)(e.to_string()))
     }
 }
 
@@ -835,7 +871,14 @@ impl HighWaterMark {
         let Some(bytes) = fsutil::read_file(&path).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let text = String::from_utf8_lossy(&bytes);
+        let malformed = || format!("{}: malformed", path.display());
+        let newest = slotfile::parse(&bytes).ok_or_else(malformed)?;
+        HighWaterMark::from_text(&String::from_utf8_lossy(&newest.payload))
+            .map(Some)
+            .ok_or_else(malformed)
+    }
+
+    fn from_text(text: &str) -> Option<HighWaterMark> {
         let mut seq = None;
         let mut h = None;
         for tok in text.split_whitespace() {
@@ -845,22 +888,23 @@ impl HighWaterMark {
                 h = Some(v.to_string());
             }
         }
-        match (seq, h) {
-            (Some(seq), Some(h)) => Ok(Some(HighWaterMark { seq, h })),
-            _ => Err(format!("{}: malformed", path.display())),
-        }
+        Some(HighWaterMark { seq: seq?, h: h? })
     }
 
-    /// Replaces the mark in `state`, synced.
-    pub fn store(&self, state: &Dir) -> Result<(), String> {
+    /// Opens (creating it when missing) the mark's file in `state` for
+    /// [`HighWaterMark::store`].
+    pub fn open_file(state: &Dir) -> Result<SlotFile, String> {
+        SlotFile::open(state, HWM_FILE, Some(fsutil::STATE_FILE_MODE))
+            .map(|(f, _)| f)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Writes the mark into `file` in place, synced (one data sync: no
+    /// rename, no directory sync, so no journal commit for the log's own
+    /// sync to wait behind).
+    pub fn store(&self, file: &mut SlotFile) -> Result<(), String> {
         let text = format!("seq={} h={}\n", self.seq, self.h);
-        state
-            .replace(
-                HWM_FILE,
-                text.as_bytes(),
-                fsutil::STATE_FILE_MODE,
-                Durability::Durable,
-            )
+        file.write(text.as_bytes(), Wipe::Keep)
             .map_err(|e| e.to_string())
     }
 }
@@ -1079,7 +1123,44 @@ mod tests {
             seq: 42,
             h: "ab".repeat(16),
         };
-        m.store(&dir).unwrap();
-        assert_eq!(HighWaterMark::load(d.path()).unwrap(), Some(m));
+        let mut f = HighWaterMark::open_file(&dir).unwrap();
+        m.store(&mut f).unwrap();
+        assert_eq!(HighWaterMark::load(d.path()).unwrap(), Some(m.clone()));
+        let later = HighWaterMark {
+            seq: 43,
+            h: "cd".repeat(16),
+        };
+        later.store(&mut f).unwrap();
+        assert_eq!(HighWaterMark::load(d.path()).unwrap(), Some(later));
+    }
+
+    #[test]
+    fn the_key_file_evolves_in_place_and_keeps_no_used_key() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("seal.key");
+        let (mut key, _) = SealKey::generate(at(1000), 10).unwrap();
+        KeyFile::create(&path, &key).unwrap();
+        assert!(KeyFile::create(&path, &key).is_err(), "never over a key");
+        let (mut kf, loaded) = KeyFile::open(&path).unwrap();
+        assert!(loaded == key);
+        let mut used = Vec::new();
+        for i in 0..3 {
+            used.push(hex::encode(key.sub_key));
+            key.seal(&SealRequest {
+                ts: at(1001 + i),
+                seq: 1,
+                head: GENESIS,
+                reason: "interval",
+                lost: 0,
+            });
+            kf.store(&key).unwrap();
+            assert!(SealKey::load(&path).unwrap() == key);
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 1024);
+        let text = String::from_utf8_lossy(&bytes);
+        for u in used {
+            assert!(!text.contains(&u), "a used sub-key is still in the file");
+        }
     }
 }

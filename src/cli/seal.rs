@@ -58,15 +58,14 @@ fn init(ctx: &Context, key_file: Option<&PathBuf>, interval: Option<&str>) -> an
     if interval.as_secs() == 0 {
         bail!("the seal interval must be at least 1s");
     }
-    let kf = KeyFile::open(&path)?;
-    if kf.exists()? {
+    if KeyFile::exists(&path)? {
         bail!(
             "{} exists: a sealing key is never overwritten (remove it first to start a new key line)",
             path.display()
         );
     }
     let (key, verify_key) = SealKey::generate(chrono::Utc::now(), interval.as_secs())?;
-    kf.store(&key)?;
+    KeyFile::create(&path, &key)?;
     // The daemon replaces the file at every seal: it must own it.
     if let Ok(m) = std::fs::metadata(&ctx.config.state_dir) {
         let uid = nix::unistd::Uid::from_raw(m.uid());

@@ -277,7 +277,7 @@ impl LogWriter {
         let sealer = if cfg.log.seal_key_file.as_os_str().is_empty() {
             None
         } else {
-            let key = SealKey::load(&cfg.log.seal_key_file)?;
+            let (file, key) = KeyFile::open(&cfg.log.seal_key_file)?;
             if key.interval() != cfg.log.seal_interval.as_secs() {
                 warn!(
                     key = key.interval(),
@@ -285,11 +285,7 @@ impl LogWriter {
                     "seal_interval differs from the interval of the seal key; the key's is used"
                 );
             }
-            Some(Sealer {
-                key,
-                file: KeyFile::open(&cfg.log.seal_key_file)?,
-                lost: 0,
-            })
+            Some(Sealer { key, file, lost: 0 })
         };
         // Read before the log: a mark that cannot be read is reported, and
         // start-up goes on without it.

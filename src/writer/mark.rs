@@ -1,6 +1,6 @@
 //! Keeps the high-water mark durable off the writer thread: the writer
-//! posts the latest mark and goes on; a small thread replaces the file
-//! (two fsyncs) meanwhile. Stores are serialized and never go back, so a
+//! posts the latest mark and goes on; a small thread rewrites the file in
+//! place (one data sync, see [`crate::slotfile`]) meanwhile. Stores are serialized and never go back, so a
 //! late background store cannot overwrite a newer mark, and [`Marker::store_now`]
 //! (clean stop) returns only once the mark is durable.
 
@@ -10,6 +10,7 @@ use tracing::warn;
 
 use crate::fsutil::Dir;
 use crate::seal::HighWaterMark;
+use crate::slotfile::SlotFile;
 
 #[derive(Default)]
 struct Slot {
@@ -25,18 +26,29 @@ struct Shared {
     state: Dir,
     slot: Mutex<Slot>,
     wake: Condvar,
-    /// Held while a file is being replaced, so stores never interleave.
-    io: Mutex<()>,
+    /// The mark's file, opened at the first store; held while it is
+    /// written, so stores never interleave.
+    io: Mutex<Option<SlotFile>>,
 }
 
 impl Shared {
     /// Stores `m` unless a mark at or above it is stored already.
     fn store(&self, m: &HighWaterMark) {
-        let Ok(_io) = self.io.lock() else { return };
+        let Ok(mut io) = self.io.lock() else { return };
         if self.slot.lock().map(|s| s.stored >= m.seq).unwrap_or(true) {
             return;
         }
-        match m.store(&self.state) {
+        if io.is_none() {
+            match HighWaterMark::open_file(&self.state) {
+                Ok(f) => *io = Some(f),
+                Err(e) => {
+                    warn!(error = %e, "cannot open the high-water mark");
+                    return;
+                }
+            }
+        }
+        let Some(file) = io.as_mut() else { return };
+        match m.store(file) {
             Ok(()) => {
                 if let Ok(mut s) = self.slot.lock() {
                     s.stored = s.stored.max(m.seq);
@@ -59,7 +71,7 @@ impl Marker {
             state,
             slot: Mutex::new(Slot::default()),
             wake: Condvar::new(),
-            io: Mutex::new(()),
+            io: Mutex::new(None),
         });
         let s = shared.clone();
         let spawned = std::thread::Builder::new()

@@ -275,7 +275,7 @@ fn start_daemon(
     if let Some(secs) = seal {
         let path = base.join("seal.key");
         let (key, _) = crate::seal::SealKey::generate(chrono::Utc::now(), secs)?;
-        crate::seal::KeyFile::open(&path)?.store(&key)?;
+        crate::seal::KeyFile::create(&path, &key)?;
         sealing = format!(
             "seal_key_file = {:?}\nseal_interval = \"{secs}s\"\n",
             path.display().to_string()
