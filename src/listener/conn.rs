@@ -51,6 +51,10 @@ const READ_CHUNK: usize = 16 << 10;
 pub struct Framer {
     buf: BytesMut,
     discarding: bool,
+    /// Bytes at the start of `buf` already searched for a newline: a long
+    /// line arrives in several reads, and each read searches only what
+    /// it added.
+    scanned: usize,
 }
 
 /// One framed item.
@@ -71,8 +75,10 @@ impl Framer {
 
     /// The next complete frame, if any.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        match self.buf.iter().position(|b| *b == b'\n') {
+        let from = self.scanned.min(self.buf.len());
+        match memchr::memchr(b'\n', &self.buf[from..]).map(|p| p + from) {
             Some(pos) => {
+                self.scanned = 0;
                 let mut line = self.buf.split_to(pos + 1);
                 if self.discarding {
                     self.discarding = false;
@@ -90,6 +96,7 @@ impl Framer {
                     self.discarding = true;
                     self.buf.clear();
                 }
+                self.scanned = self.buf.len();
                 None
             }
         }
@@ -117,6 +124,7 @@ impl Framer {
 
     /// At end of stream: a last line without newline, if any.
     pub fn finish(&mut self) -> Option<Frame> {
+        self.scanned = 0;
         if self.discarding {
             self.discarding = false;
             self.buf.clear();

@@ -93,8 +93,9 @@ fn push_hex(out: &mut String, v: u32, min: usize) {
             break;
         }
     }
-    for &d in &digits[8 - n..] {
-        out.push(char::from(d));
+    // Hex digits are ASCII: one append instead of one per digit.
+    if let Ok(hex) = std::str::from_utf8(&digits[8 - n..]) {
+        out.push_str(hex);
     }
 }
 

@@ -520,12 +520,31 @@ fn json_escape_more(json: &str) -> String {
 
 /// Appends `h` to a body, giving the final line (without newline).
 pub fn seal(format: Format, body: &str, h: &str) -> String {
+    let mut out = String::with_capacity(body.len() + h.len() + 8);
+    for part in seal_parts(format, body, h) {
+        out.push_str(part);
+    }
+    out
+}
+
+/// The pieces of a sealed line, in order.
+fn seal_parts<'a>(format: Format, body: &'a str, h: &'a str) -> [&'a str; 4] {
     match format {
-        Format::Text => format!("{body} h={h}"),
-        Format::Json => {
-            let inner = body.strip_suffix('}').unwrap_or(body);
-            format!("{inner},\"h\":\"{h}\"}}")
-        }
+        Format::Text => [body, " h=", h, ""],
+        Format::Json => [
+            body.strip_suffix('}').unwrap_or(body),
+            ",\"h\":\"",
+            h,
+            "\"}",
+        ],
+    }
+}
+
+/// [`seal`], appended to `out` (the writer's batch) without a copy of
+/// the line in between.
+pub fn seal_into(format: Format, body: &str, h: &str, out: &mut Vec<u8>) {
+    for part in seal_parts(format, body, h) {
+        out.extend_from_slice(part.as_bytes());
     }
 }
 

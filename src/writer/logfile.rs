@@ -113,7 +113,22 @@ pub(crate) struct LogWriter {
     /// Timestamp the next rendered record must carry (a seal's, fixed
     /// before its MAC is made).
     pin_ts: Option<DateTime<Utc>>,
+    /// Scratch buffers kept across batches (record body, rendered batch):
+    /// a fresh allocation per batch costs page faults for every large
+    /// record, on the one thread every sender waits for.
+    scratch: Scratch,
 }
+
+/// The writer's reusable buffers, dropped when they grew past
+/// [`SCRATCH_KEEP`] so one huge batch does not pin its memory.
+#[derive(Default)]
+struct Scratch {
+    body: String,
+    batch: Vec<u8>,
+}
+
+/// Largest capacity a scratch buffer keeps between batches.
+const SCRATCH_KEEP: usize = 2 << 20;
 
 /// Length of `f` up to and including its last newline (0 if none), read
 /// backwards in chunks so only the tail is touched.
@@ -442,6 +457,7 @@ impl LogWriter {
             sealer,
             marker: super::mark::Marker::start(state),
             pin_ts: None,
+            scratch: Scratch::default(),
         };
         let io_fail = |e: AppendError| OpenError::Io {
             what: "write start-up record".into(),
@@ -513,18 +529,18 @@ impl LogWriter {
             host: &self.host,
             seq,
         };
-        let body = match self.format {
-            Format::Text => {
-                let mut b = String::with_capacity(256);
-                record::text_body(e, &st, &mut b);
-                b
-            }
-            Format::Json => record::json_body(e, &st),
-        };
+        let mut body = std::mem::take(&mut self.scratch.body);
+        body.clear();
+        match self.format {
+            Format::Text => record::text_body(e, &st, &mut body),
+            Format::Json => body.push_str(&record::json_body(e, &st)),
+        }
         let h = self.chain.next(&self.last_h, &body);
-        let line = record::seal(self.format, &body, &h);
-        buf.extend_from_slice(line.as_bytes());
+        record::seal_into(self.format, &body, &h, buf);
         buf.push(b'\n');
+        if body.capacity() <= SCRATCH_KEEP {
+            self.scratch.body = body;
+        }
         self.last_h = h;
         self.last_ts = ts;
     }
@@ -603,7 +619,8 @@ impl LogWriter {
             self.ids();
         }
         let saved = (self.next_seq, self.last_h.clone(), self.last_ts);
-        let mut buf = Vec::with_capacity(batch.len() * 256);
+        let mut buf = std::mem::take(&mut self.scratch.batch);
+        buf.clear();
         let mut results: Vec<Ack> = Vec::with_capacity(batch.len());
         let mut new_ids: HashMap<u128, u64> = HashMap::new();
         let mut written = 0u64;
@@ -649,6 +666,10 @@ impl LogWriter {
         } else {
             Ok(())
         };
+        if buf.capacity() <= SCRATCH_KEEP {
+            buf.clear();
+            self.scratch.batch = buf;
+        }
         match outcome {
             Ok(()) => {
                 self.records_in_file += written;
