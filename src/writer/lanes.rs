@@ -19,6 +19,14 @@
 //! (the common case, one component at full speed) keeps the large batches
 //! that give it its throughput.
 //!
+//! While two uids write, each is also paced: it may hand the writer at
+//! most [`SHARED_UID_RATE`] escaped-size bytes per second (plus
+//! [`RECORD_OVERHEAD`] per record, after a [`SHARED_BURST`]), its senders
+//! waiting before admission. Without it a flood of large records keeps the
+//! disk saturated (log writes, rotations, compression, retention), and
+//! every other uid's sync waits behind that; deficit round robin shares
+//! the writer's batches, not the disk. A uid writing alone is never paced.
+//!
 //! Admission is bounded in bytes (after escaping, [`super::escaped_bound`])
 //! twice: a uid holds at most its share of `queue_bytes`
 //! ([`UID_SHARE_DIVISOR`]), and all lanes plus the batch being written at
@@ -77,6 +85,27 @@ pub(crate) const SHARED_BATCH_BYTES: usize = 128 << 10;
 /// in front of it.
 pub(crate) const SHARED_FOR: Duration = Duration::from_secs(2);
 
+/// Escaped-size bytes per second a uid may hand the writer while another
+/// uid has written within [`SHARED_FOR`]: far above what a component
+/// writes (about 50,000 records of 300 bytes a second), far below what a
+/// disk can take without making everybody's syncs wait.
+pub(crate) const SHARED_UID_RATE: f64 = 16.0 * 1024.0 * 1024.0;
+
+/// Bytes counted against [`SHARED_UID_RATE`] per record besides its own:
+/// a record costs work whatever its size.
+pub(crate) const RECORD_OVERHEAD: u64 = 256;
+
+/// How far ahead of its paced rate a uid may send at once.
+const SHARED_BURST: Duration = Duration::from_millis(100);
+
+/// One uid's pacing state (a virtual clock: GCRA).
+struct Pace {
+    /// When it last asked for admission.
+    last: Instant,
+    /// When its admitted bytes would have been sent at the paced rate.
+    free_at: Instant,
+}
+
 /// Escaped-size bytes a lane may send per round-robin turn.
 const QUANTUM: usize = 64 << 10;
 
@@ -120,6 +149,7 @@ pub(crate) struct Lanes {
     cap: u32,
     share: u32,
     shares: Mutex<HashMap<u32, Arc<Semaphore>>>,
+    pace: Mutex<HashMap<u32, Pace>>,
 }
 
 impl Lanes {
@@ -134,7 +164,34 @@ impl Lanes {
             cap,
             share: (cap / UID_SHARE_DIVISOR).max(1),
             shares: Mutex::default(),
+            pace: Mutex::default(),
         }
+    }
+
+    /// How long `uid` must wait before `cost` more bytes are admitted, as
+    /// of `now`: `None` while it writes alone or stays within its paced
+    /// rate. Counts the bytes as sent at the end of that wait.
+    fn pace(&self, uid: u32, cost: u64, now: Instant) -> Option<Duration> {
+        let mut m = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = |p: &Pace| now.saturating_duration_since(p.last) < SHARED_FOR;
+        if m.len() > 64 {
+            m.retain(|_, p| recent(p));
+        }
+        let others = m.iter().any(|(u, p)| *u != uid && recent(p));
+        // A full burst of credit: what was not sent recently.
+        let floor = now.checked_sub(SHARED_BURST).unwrap_or(now);
+        let p = m.entry(uid).or_insert(Pace {
+            last: now,
+            free_at: floor,
+        });
+        p.last = now;
+        if !others {
+            p.free_at = floor;
+            return None;
+        }
+        let step = Duration::from_secs_f64((cost + RECORD_OVERHEAD) as f64 / SHARED_UID_RATE);
+        p.free_at = p.free_at.max(floor) + step;
+        (p.free_at > now).then(|| p.free_at - now)
     }
 
     fn share_of(&self, uid: u32) -> Arc<Semaphore> {
@@ -154,6 +211,9 @@ impl Lanes {
     /// one of the `[log] queue` slots, waiting for room (back-pressure). A
     /// record larger than a share waits for all of it.
     pub(crate) async fn reserve(&self, uid: u32, cost: u64) -> Result<QueuePermit, AppendError> {
+        if let Some(wait) = self.pace(uid, cost, Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
         let own = self.share_of(uid);
         let mine = cost.min(u64::from(self.share)).max(1) as u32;
         let uid_permit = own
@@ -310,6 +370,36 @@ mod tests {
         // Long after the other uid went quiet: large batches again.
         assert!(lanes.take(&mut batch, 4096, now + SHARED_FOR * 2));
         assert_eq!(batch_bytes(&batch), SOLO_BATCH_BYTES);
+    }
+
+    #[test]
+    fn a_uid_is_paced_only_while_another_writes() {
+        let lanes = Lanes::new(64 << 20, 1 << 16);
+        let t0 = Instant::now();
+        let big = 1 << 20;
+        // Alone: never paced, however much.
+        for i in 0..100 {
+            assert_eq!(lanes.pace(1000, big, t0 + Duration::from_millis(i)), None);
+        }
+        // Another uid writes: the first one gets its burst, then waits so
+        // that it stays at the paced rate.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(lanes.pace(1001, 300, t1), None);
+        let mut waited = Duration::ZERO;
+        for _ in 0..32 {
+            waited = lanes.pace(1000, big, t1).unwrap_or(Duration::ZERO);
+        }
+        let paced = 32.0 * (big + RECORD_OVERHEAD) as f64 / SHARED_UID_RATE;
+        let expect = paced - SHARED_BURST.as_secs_f64();
+        assert!(
+            (waited.as_secs_f64() - expect).abs() < 0.01,
+            "waited {waited:?}, expected {expect}"
+        );
+        // The small writer is not held back by the flood.
+        assert_eq!(lanes.pace(1001, 300, t1), None);
+        // Once the other uid is quiet for SHARED_FOR, no pacing again.
+        let later = t1 + SHARED_FOR + Duration::from_millis(1);
+        assert_eq!(lanes.pace(1000, big, later), None);
     }
 
     #[tokio::test]

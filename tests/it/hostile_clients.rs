@@ -509,10 +509,11 @@ fn a_continuous_u85_flood_keeps_the_daemon_under_64_mib_and_serves_root() {
         portal.0
     ));
     let pid = d.pid();
-    // 64 connections each pipelining 40 lines of 64 KiB of U+0085 without
+    // 64 connections each pipelining 10 lines of 64 KiB of U+0085 without
     // pause: every connection keeps a partial line in its read buffer
-    // while it waits for the writer, for as long as the flood lasts.
-    let mut f = Attacker::spawn(helper(&d, portal, &["flood", "64", "40"]));
+    // while it waits for the writer (paced, as root writes too), for as
+    // long as the flood lasts.
+    let mut f = Attacker::spawn(helper(&d, portal, &["flood", "64", "10"]));
     let mut granted = 0;
     while !f.exited() {
         let lines: Vec<String> = (0..10)
@@ -530,4 +531,53 @@ fn a_continuous_u85_flood_keeps_the_daemon_under_64_mib_and_serves_root() {
     eprintln!("daemon peak RSS {peak} KiB; {granted} granted events acknowledged");
     assert!(granted > 0);
     assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB under the flood");
+}
+
+#[test]
+fn a_flooding_uid_is_paced_while_another_writes() {
+    if !require_root("a_flooding_uid_is_paced_while_another_writes") {
+        return;
+    }
+    let portal = test_user("nxa-t-portal");
+    let d = open_daemon(&format!(
+        "[log]\nflush = \"none\"\n[[clients]]\nuid = {}\ncomponents = [\"Portal\"]\n",
+        portal.0
+    ));
+    // Root writes throughout; the Portal uid floods 128 records of 256 KiB
+    // escaped (32 MiB) as fast as the daemon takes them.
+    let mut f = Attacker::spawn(helper(&d, portal, &["flood", "8", "16"]));
+    let mut granted = 0;
+    while !f.exited() {
+        let replies = d.send(&[ev(50000, &format!("\"user\":\"granted-{granted}\""))]);
+        assert!(replies[0].ok, "granted client refused: {replies:?}");
+        granted += 1;
+    }
+    assert_eq!(f.line().trim(), "done");
+    // The flood's rate, from the log itself: its bytes over the time its
+    // records span. Unpaced this disk takes it at well over 100 MB/s; a
+    // slower machine only makes the rate lower.
+    let flood: Vec<_> = d
+        .records()
+        .into_iter()
+        .filter(|r| r.uid == portal.0 && r.code == 20101)
+        .collect();
+    assert_eq!(flood.len(), 128, "every flood record written");
+    let bytes: usize = flood.iter().map(|r| r.body.len()).sum();
+    let span = (flood[flood.len() - 1].ts - flood[0].ts)
+        .to_std()
+        .expect("records in time order")
+        .as_secs_f64();
+    let rate = bytes as f64 / span.max(1e-3);
+    let limit = 16.0 * 1024.0 * 1024.0;
+    eprintln!(
+        "flood: {bytes} bytes over {span:.2} s = {:.1} MiB/s; {granted} granted events",
+        rate / 1048576.0
+    );
+    // The first 100 ms of credit (1.6 MiB) come at once: allow for it.
+    assert!(
+        rate <= limit * 1.25,
+        "the flood was not paced: {:.1} MiB/s while root wrote",
+        rate / 1048576.0
+    );
+    assert!(granted > 0);
 }

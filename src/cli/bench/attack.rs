@@ -179,6 +179,20 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
         r
     });
     probe.sort_unstable();
+    // What the daemon wrote meanwhile (the status file of the last second):
+    // a flood's volume is what loads the disk under everybody's syncs.
+    let status: Option<serde_json::Value> = std::fs::read(d.base.join("state/status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let wstat = |k: &str| {
+        status
+            .as_ref()
+            .and_then(|v| v.pointer(&format!("/writer/{k}")))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+    };
+    let (written, rotations, syncs) = (wstat("written"), wstat("rotations"), wstat("syncs"));
+    let log_mib = (rotations * 64 + wstat("active_size") / (1 << 20)) as f64;
     let peak = rss_kib(pid, "VmHWM:");
     let cpu = cpu_secs(pid);
     let _ = att.kill();
@@ -202,6 +216,10 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
         "daemon_cpu_s": cpu,
         "disk_sync_p50_us": pct(&probe, 0.5),
         "disk_sync_p99_us": pct(&probe, 0.99),
+        "records_written": written,
+        "rotations": rotations,
+        "syncs": syncs,
+        "log_mib_approx": log_mib,
     });
     if args.json {
         println!("{out}");
@@ -211,7 +229,7 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
             peak, lat.len(), refused, pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0)
         );
         println!(
-            "  disk meanwhile: write + fdatasync p50 {} us, p99 {} us",
+            "  disk meanwhile: write + fdatasync p50 {} us, p99 {} us; the daemon wrote {written} records (~{log_mib:.0} MiB, {rotations} rotations, {syncs} syncs)",
             pct(&probe, 0.5),
             pct(&probe, 0.99)
         );
