@@ -737,7 +737,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                 }
             })
             .collect();
-        let mut tput: Vec<f64> = pairs
+        let tput: Vec<f64> = pairs
             .iter()
             .map(|(off, on)| on.events_per_s / off.events_per_s.max(1e-9))
             .collect();
@@ -757,8 +757,8 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         println!(
             "sealing vs none, pair by pair: throughput ratios {tput:.3?} (seals written: {seals:?})"
         );
-        tput.sort_by(|a, b| a.total_cmp(b));
-        if let Some(m) = tput.get(tput.len() / 2) {
+        if !tput.is_empty() {
+            let m = median(tput.clone());
             println!(
                 "median throughput with sealing = {:.1}% of without ({:+.1}%)",
                 100.0 * m,
