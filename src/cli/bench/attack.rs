@@ -181,16 +181,8 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
     probe.sort_unstable();
     // What the daemon wrote meanwhile (the status file of the last second):
     // a flood's volume is what loads the disk under everybody's syncs.
-    let status: Option<serde_json::Value> = std::fs::read(d.base.join("state/status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let wstat = |k: &str| {
-        status
-            .as_ref()
-            .and_then(|v| v.pointer(&format!("/writer/{k}")))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0)
-    };
+    let status = status_after(&d.base, std::time::SystemTime::now());
+    let wstat = |k: &str| writer_stat(&status, k);
     let (written, rotations, syncs) = (wstat("written"), wstat("rotations"), wstat("syncs"));
     let log_mib = (rotations * 64 + wstat("active_size") / (1 << 20)) as f64;
     let peak = rss_kib(pid, "VmHWM:");

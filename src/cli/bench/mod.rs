@@ -173,6 +173,32 @@ pub struct Disk {
     pub fsync_per_s: f64,
 }
 
+/// The daemon's status document, waiting (at most 3 s) for one written
+/// after `ended`: the file is rewritten every second.
+fn status_after(base: &Path, ended: std::time::SystemTime) -> Option<serde_json::Value> {
+    let status_path = base.join("state/status.json");
+    let wait = Instant::now();
+    while wait.elapsed() < Duration::from_secs(3)
+        && std::fs::metadata(&status_path)
+            .and_then(|m| m.modified())
+            .map_or(true, |m| m < ended)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read(&status_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// A writer counter of a status document (0 when absent).
+fn writer_stat(status: &Option<serde_json::Value>, key: &str) -> u64 {
+    status
+        .as_ref()
+        .and_then(|v| v.pointer(&format!("/writer/{key}")))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
@@ -480,27 +506,8 @@ fn run_one(
     lat.sort_unstable();
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu = cpu_secs(pid);
-    // The status file is rewritten every second: take one written after
-    // the load ended.
-    let status_path = d.base.join("state/status.json");
-    let ended = std::time::SystemTime::now();
-    let wait = Instant::now();
-    while wait.elapsed() < Duration::from_secs(3)
-        && std::fs::metadata(&status_path)
-            .and_then(|m| m.modified())
-            .map_or(true, |m| m < ended)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = std::fs::read(&status_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let stat = |k: &str| {
-        status
-            .as_ref()
-            .and_then(|v| v.pointer(&format!("/writer/{k}")).and_then(|s| s.as_u64()))
-            .unwrap_or(0)
-    };
+    let status = status_after(&d.base, std::time::SystemTime::now());
+    let stat = |k: &str| writer_stat(&status, k);
     let syncs = stat("syncs");
     let seal_us = stat("seal_us");
     let n = lat.len() as u64;
