@@ -48,10 +48,12 @@ use anyhow::{bail, Context as _};
 use super::Context;
 
 mod attack;
+mod paced;
 mod raw;
 mod rsyslog;
 
 use attack::*;
+use paced::*;
 use raw::*;
 use rsyslog::*;
 
@@ -99,6 +101,11 @@ pub struct Args {
     /// before it, so a disk stall hits both sides of a pair.
     #[arg(long)]
     pub raw_alongside: bool,
+    /// With --rate: a sender and a reader thread per connection instead of
+    /// one sender and one event loop for all (their wake-ups then count in
+    /// the latency, as with many single-threaded client processes).
+    #[arg(long)]
+    pub client_threads: bool,
     /// Directory for the temp dir (the disk being measured).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -347,6 +354,16 @@ fn start_daemon_with(parent: &Path, label: &str, config: &str) -> anyhow::Result
     spawn_daemon(fresh_base(parent, label)?, config)
 }
 
+/// The daemon binary to measure: `$NXAUDITD` when set (to compare two
+/// builds with the same client), else the `nxauditd` next to this binary.
+fn daemon_under_test() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NXAUDITD").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locate nxaudit")?;
+    Ok(exe.with_file_name("nxauditd"))
+}
+
 fn spawn_daemon(base: PathBuf, config: &str) -> anyhow::Result<Daemon> {
     let cfg = base.join("bench.toml");
     std::fs::write(
@@ -355,8 +372,7 @@ fn spawn_daemon(base: PathBuf, config: &str) -> anyhow::Result<Daemon> {
             "{config}[journal]\nenabled = false\n[auth]\nsource = \"off\"\n[forward]\nenabled = false\n"
         ),
     )?;
-    let exe = std::env::current_exe().context("locate nxaudit")?;
-    let daemon = exe.with_file_name("nxauditd");
+    let daemon = daemon_under_test()?;
     let child = Command::new(&daemon)
         .arg("--base-dir")
         .arg(&base)
@@ -385,14 +401,37 @@ fn event_line(size: usize, client: usize, i: u64) -> String {
     format!("{head}{}\"}}\n", "x".repeat(pad))
 }
 
-/// One client: closed loop with `window` in flight, or paced at `rate`.
+/// When a paced client sends: the offered load over all clients, a shared
+/// start, and this client's place among them.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Events/s over all clients.
+    total_rate: f64,
+    /// Shared start of every client's schedule.
+    start: Instant,
+    /// Number of clients sharing the load.
+    clients: usize,
+}
+
+impl Pace {
+    /// Due time of client `c`'s event `i`. The clients take turns, so the
+    /// daemon sees one event every `1/total_rate` as the raw group commit
+    /// does, not all clients at the same instant (64 clients each at their
+    /// own rate from one start would arrive in bursts of 64).
+    fn due(&self, c: usize, i: u64) -> Instant {
+        let k = i as f64 * self.clients as f64 + c as f64;
+        self.start + Duration::from_secs_f64(k / self.total_rate)
+    }
+}
+
+/// One client: closed loop with `window` in flight, or paced.
 fn client(
     sock: &Path,
     c: usize,
     n: u64,
     size: usize,
     window: usize,
-    rate: Option<f64>,
+    pace: Option<Pace>,
 ) -> anyhow::Result<(Vec<u32>, u64)> {
     let s = UnixStream::connect(sock).context("connect")?;
     let mut w = s.try_clone()?;
@@ -400,21 +439,21 @@ fn client(
     let mut lat = Vec::with_capacity(n as usize);
     let mut refused = 0;
     let mut inflight: VecDeque<Instant> = VecDeque::new();
-    let start = Instant::now();
     let mut sent = 0u64;
     let mut line = String::new();
-    if let Some(rate) = rate {
+    if let Some(pace) = pace {
         // Paced: a writer thread sends on schedule, we read replies here.
         let (tx, rx) = std::sync::mpsc::channel::<Instant>();
         let writer = std::thread::spawn(move || -> std::io::Result<()> {
             for i in 0..n {
-                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                let ev = event_line(size, c, i);
+                let due = pace.due(c, i);
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
                 }
                 let _ = tx.send(Instant::now());
-                w.write_all(event_line(size, c, i).as_bytes())?;
+                w.write_all(ev.as_bytes())?;
             }
             Ok(())
         });
@@ -479,22 +518,32 @@ fn run_one(
     let sock = d.base.join("audit.sock");
     let clients = args.clients.max(1);
     let per = args.events / clients as u64;
-    let rate = args.rate.map(|r| r as f64 / clients as f64);
-    let t = Instant::now();
-    let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..clients)
-            .map(|c| {
-                let sock = &sock;
-                s.spawn(move || client(sock, c, per, args.size, args.window, rate))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-            })
-            .collect()
+    // Every client connects before the shared schedule begins.
+    let pace = args.rate.map(|r| Pace {
+        total_rate: r as f64,
+        start: Instant::now() + Duration::from_millis(100),
+        clients,
     });
+    let t = Instant::now();
+    let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = match pace {
+        Some(pace) if !args.client_threads => {
+            vec![paced_clients(&sock, clients, per, args.size, pace)]
+        }
+        _ => std::thread::scope(|s| {
+            let hs: Vec<_> = (0..clients)
+                .map(|c| {
+                    let sock = &sock;
+                    s.spawn(move || client(sock, c, per, args.size, args.window, pace))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+                })
+                .collect()
+        }),
+    };
     let secs = t.elapsed().as_secs_f64();
     let mut lat = Vec::new();
     let mut refused = 0;
