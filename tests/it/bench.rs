@@ -52,12 +52,28 @@ fn bench_vs_rsyslog_prints_the_ratio() {
 
 #[test]
 fn bench_rate_pairs_the_raw_group_commit_with_the_daemon() {
-    for alongside in [false, true] {
-        rate_pairs(alongside);
+    for (alongside, threads) in [(false, false), (true, false), (true, true)] {
+        rate_pairs(alongside, threads);
     }
 }
 
-fn rate_pairs(alongside: bool) {
+/// `NXAUDITD` names the daemon under test (two builds, one client): a
+/// path that does not exist must fail the run, not fall back silently.
+#[test]
+fn bench_starts_the_daemon_nxauditd_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(cli_bin())
+        .args(["bench", "--clients", "1", "--events", "10", "--dir"])
+        .arg(dir.path())
+        .env("NXAUDITD", dir.path().join("no-such-nxauditd"))
+        .output()
+        .expect("run nxaudit bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no-such-nxauditd"), "{err}");
+}
+
+fn rate_pairs(alongside: bool, threads: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(cli_bin())
         .args([
@@ -72,6 +88,7 @@ fn rate_pairs(alongside: bool) {
         .args(["--pairs", "2", "--dir"])
         .arg(dir.path())
         .args(alongside.then_some("--raw-alongside"))
+        .args(threads.then_some("--client-threads"))
         .output()
         .expect("run nxaudit bench");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -85,6 +102,9 @@ fn rate_pairs(alongside: bool) {
         2,
         "{text}"
     );
+    // Every paced event was sent and acknowledged, in both runs.
+    assert_eq!(text.matches("200 events of").count(), 2, "{text}");
+    assert_eq!(text.matches(" 0 refused").count(), 2, "{text}");
     assert!(
         text.lines().any(
             |l| l.starts_with("ack p99 vs raw group commit, pair by pair:")
