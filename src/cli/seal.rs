@@ -66,19 +66,53 @@ fn init(ctx: &Context, key_file: Option<&PathBuf>, interval: Option<&str>) -> an
     }
     let (key, verify_key) = SealKey::generate(chrono::Utc::now(), interval.as_secs())?;
     KeyFile::create(&path, &key)?;
-    // The daemon replaces the file at every seal: it must own it.
-    if let Ok(m) = std::fs::metadata(&ctx.config.state_dir) {
-        let uid = nix::unistd::Uid::from_raw(m.uid());
-        let gid = nix::unistd::Gid::from_raw(m.gid());
-        nix::unistd::fchownat(
-            None,
-            &path,
-            Some(uid),
-            Some(gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .with_context(|| format!("chown {}", path.display()))?;
-    }
+    // The daemon rewrites the key at every seal: it must own it. Its
+    // user owns the state directory; before the daemon first ran there is
+    // none, and the key's own directory (which the operator made for it)
+    // is the best witness left.
+    // Only root can give a file away; anyone else keeps it, which is right
+    // when the daemon runs as that same user.
+    let (owner_of, m) = match std::fs::metadata(&ctx.config.state_dir) {
+        Ok(m) => (ctx.config.state_dir.clone(), m),
+        Err(_) if !nix::unistd::geteuid().is_root() => {
+            return Ok(announce(&path, interval, &verify_key))
+        }
+        Err(_) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let m = std::fs::metadata(&dir)
+                .with_context(|| format!("stat the key's directory {}", dir.display()))?;
+            eprintln!(
+                "note: the state directory {} does not exist yet: {} is owned like its \
+                 directory {} (uid {}, gid {}); the daemon's user must own it to seal",
+                ctx.config.state_dir.display(),
+                path.display(),
+                dir.display(),
+                m.uid(),
+                m.gid()
+            );
+            (dir, m)
+        }
+    };
+    nix::unistd::fchownat(
+        None,
+        &path,
+        Some(nix::unistd::Uid::from_raw(m.uid())),
+        Some(nix::unistd::Gid::from_raw(m.gid())),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("chown {} like {}", path.display(), owner_of.display()))?;
+    Ok(announce(&path, interval, &verify_key))
+}
+
+/// Says what was made and prints the verification key, once.
+fn announce(
+    path: &std::path::Path,
+    interval: std::time::Duration,
+    verify_key: &impl std::fmt::Display,
+) -> i32 {
     eprintln!(
         "created {} (interval {}s). The verification key below is shown only now: keep it off \
          this appliance, and give it to `nxaudit verify --seal-key`.",
@@ -86,5 +120,5 @@ fn init(ctx: &Context, key_file: Option<&PathBuf>, interval: Option<&str>) -> an
         interval.as_secs()
     );
     println!("{verify_key}");
-    Ok(0)
+    0
 }

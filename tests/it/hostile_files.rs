@@ -471,3 +471,39 @@ fn second_instance_exits_naming_the_pid_and_writes_nothing() {
     assert!(d.term().success());
     assert_ok("verify", &d.cli(&["verify"]));
 }
+
+/// `seal init` run by root before the daemon ever ran (no state directory
+/// yet): the key must not stay root's, or the daemon, running as its own
+/// user, could not read it and would refuse to start. It is owned like the
+/// directory the operator made for it, mode 0600, and the operator is told.
+#[test]
+fn seal_init_before_the_first_start_gives_the_key_to_its_directorys_owner() {
+    if !require_root("seal_init_before_the_first_start_gives_the_key_to_its_directorys_owner") {
+        return;
+    }
+    let (uid, gid) = test_user("nxa-t-sealer");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("keys dir");
+    std::os::unix::fs::chown(&keys, Some(uid), Some(gid)).expect("chown keys dir");
+    let base = dir.path().join("never-started");
+    let key = keys.join("seal.key");
+    let out = Command::new(cli_bin())
+        .arg("--base-dir")
+        .arg(&base)
+        .args(["seal", "init", "--key-file"])
+        .arg(&key)
+        .output()
+        .expect("run seal init");
+    assert_ok("seal init", &out);
+    let m = std::fs::symlink_metadata(&key).expect("key made");
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (uid, gid),
+        "key owned like its directory"
+    );
+    assert_eq!(m.mode() & 0o777, 0o600);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist yet"), "{err}");
+    assert!(!base.exists(), "seal init made the base directory");
+}
