@@ -172,13 +172,7 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
                 s.spawn(move || client(sock, c, n, 200, 1, Some(pace)))
             })
             .collect();
-        let r = hs
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-            })
-            .collect();
+        let r = join_clients(hs);
         probe_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         probe = probe_h.join().unwrap_or_default();
         r

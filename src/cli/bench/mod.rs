@@ -497,6 +497,18 @@ fn client(
     Ok((lat, refused))
 }
 
+/// Joins client threads in order; a panicked one counts as a failed client.
+fn join_clients<T>(
+    hs: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>,
+) -> Vec<anyhow::Result<T>> {
+    hs.into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+        })
+        .collect()
+}
+
 fn pct(sorted: &[u32], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -536,12 +548,7 @@ fn run_one(
                     s.spawn(move || client(sock, c, per, args.size, args.window, pace))
                 })
                 .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-                })
-                .collect()
+            join_clients(hs)
         }),
     };
     let secs = t.elapsed().as_secs_f64();

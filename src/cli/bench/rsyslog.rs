@@ -129,12 +129,7 @@ pub(super) fn rsyslog_run(args: &Args, parent: &Path, label: &str) -> anyhow::Re
                 })
             })
             .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-            })
-            .collect()
+        join_clients(hs)
     });
     for r in sent {
         r?;
