@@ -188,14 +188,7 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
     let cpu = cpu_secs(pid);
     let _ = att.kill();
     let _ = att.wait();
-    let mut lat = Vec::new();
-    let mut refused = 0;
-    for r in results {
-        let (l, f) = r?;
-        lat.extend(l);
-        refused += f;
-    }
-    lat.sort_unstable();
+    let (lat, refused) = merge_clients(results)?;
     let out = serde_json::json!({
         "attack": kind,
         "peak_rss_kib": peak,

@@ -509,6 +509,20 @@ fn join_clients<T>(
         .collect()
 }
 
+/// Every client's latencies in one sorted list, and the refusals summed;
+/// the first failed client fails the run.
+fn merge_clients(results: Vec<anyhow::Result<(Vec<u32>, u64)>>) -> anyhow::Result<(Vec<u32>, u64)> {
+    let mut lat = Vec::new();
+    let mut refused = 0;
+    for r in results {
+        let (l, f) = r?;
+        lat.extend(l);
+        refused += f;
+    }
+    lat.sort_unstable();
+    Ok((lat, refused))
+}
+
 fn pct(sorted: &[u32], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -552,14 +566,7 @@ fn run_one(
         }),
     };
     let secs = t.elapsed().as_secs_f64();
-    let mut lat = Vec::new();
-    let mut refused = 0;
-    for r in results {
-        let (l, f) = r?;
-        lat.extend(l);
-        refused += f;
-    }
-    lat.sort_unstable();
+    let (lat, refused) = merge_clients(results)?;
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu = cpu_secs(pid);
     let status = status_after(&d.base, std::time::SystemTime::now());
