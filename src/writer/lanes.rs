@@ -86,9 +86,10 @@ pub(crate) const SHARED_BATCH_BYTES: usize = 128 << 10;
 pub(crate) const SHARED_FOR: Duration = Duration::from_secs(2);
 
 /// Escaped-size bytes per second a uid may hand the writer while another
-/// uid has written within [`SHARED_FOR`]: far above what a component
-/// writes (about 50,000 records of 300 bytes a second), far below what a
-/// disk can take without making everybody's syncs wait.
+/// uid has written within [`SHARED_FOR`]: about 30,000 records of 300
+/// bytes a second with [`RECORD_OVERHEAD`], far above what a component
+/// writes (hundreds a second), far below what a disk can take without
+/// making everybody's syncs wait.
 pub(crate) const SHARED_UID_RATE: f64 = 16.0 * 1024.0 * 1024.0;
 
 /// Bytes counted against [`SHARED_UID_RATE`] per record besides its own:
