@@ -69,9 +69,8 @@ fn init(ctx: &Context, key_file: Option<&PathBuf>, interval: Option<&str>) -> an
     // The daemon rewrites the key at every seal: it must own it. Its
     // user owns the state directory; before the daemon first ran there is
     // none, and the key's own directory (which the operator made for it)
-    // is the best witness left.
-    // Only root can give a file away; anyone else keeps it, which is right
-    // when the daemon runs as that same user.
+    // is the best witness left. Only root can give a file away; anyone
+    // else keeps it, which is right when the daemon runs as that user.
     let (owner_of, m) = match std::fs::metadata(&ctx.config.state_dir) {
         Ok(m) => (ctx.config.state_dir.clone(), m),
         Err(_) if !nix::unistd::geteuid().is_root() => {
@@ -96,14 +95,24 @@ fn init(ctx: &Context, key_file: Option<&PathBuf>, interval: Option<&str>) -> an
             (dir, m)
         }
     };
-    nix::unistd::fchownat(
+    if let Err(e) = nix::unistd::fchownat(
         None,
         &path,
         Some(nix::unistd::Uid::from_raw(m.uid())),
         Some(nix::unistd::Gid::from_raw(m.gid())),
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .with_context(|| format!("chown {} like {}", path.display(), owner_of.display()))?;
+    ) {
+        // Its verification key was never shown: a key kept now would only
+        // block the next `seal init`.
+        let _ = std::fs::remove_file(&path);
+        return Err(e).with_context(|| {
+            format!(
+                "chown {} like {} (the key was removed)",
+                path.display(),
+                owner_of.display()
+            )
+        });
+    }
     Ok(announce(&path, interval, &verify_key))
 }
 
