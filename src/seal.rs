@@ -505,8 +505,12 @@ impl SealKey {
 
     /// Decodes the newest key of a key file's bytes.
     fn from_slots(bytes: &[u8]) -> Result<SealKey, SealError> {
-        let newest = slotfile::parse(bytes)
-            .ok_or_else(|| SealError::BadKey("no whole key in the file".into()))?;
+        SealKey::from_newest(slotfile::parse(bytes))
+    }
+
+    /// Decodes a key file's newest slot, as [`slotfile`] found it.
+    fn from_newest(newest: Option<slotfile::Newest>) -> Result<SealKey, SealError> {
+        let newest = newest.ok_or_else(|| SealError::BadKey("no whole key in the file".into()))?;
         let text =
             String::from_utf8(newest.payload).map_err(|_| SealError::BadKey("not UTF-8".into()))?;
         SealKey::from_file_text(&text)
@@ -580,9 +584,7 @@ impl KeyFile {
             }
             Err(e) => return Err(kf(e.to_string())),
         };
-        let newest = newest.ok_or_else(|| kf("no whole key in the file".into()))?;
-        let text = String::from_utf8(newest.payload).map_err(|_| kf("not UTF-8".into()))?;
-        let key = SealKey::from_file_text(&text).map_err(|e| kf(e.to_string()))?;
+        let key = SealKey::from_newest(newest).map_err(|e| kf(e.to_string()))?;
         Ok((
             KeyFile {
                 file,

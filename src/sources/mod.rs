@@ -64,11 +64,10 @@ pub fn build(cfg: &Config, ctx: &SourceContext) -> Vec<BuiltSource> {
             }
         }
     }
-    if cfg.auth.source == AuthSource::Rsyslog {
-        out.push(built(cfg.auth.build_intake(cfg), ctx));
-    }
-    if cfg.auth.source == AuthSource::Journal {
-        out.push(built(cfg.auth.build_journal(cfg), ctx));
+    match cfg.auth.source {
+        AuthSource::Rsyslog => out.push(built(cfg.auth.build_intake(cfg), ctx)),
+        AuthSource::Journal => out.push(built(cfg.auth.build_journal(cfg), ctx)),
+        AuthSource::Off => {}
     }
     out
 }

@@ -38,16 +38,16 @@ impl Shared {
         if self.slot.lock().map(|s| s.stored >= m.seq).unwrap_or(true) {
             return;
         }
-        if io.is_none() {
-            match HighWaterMark::open_file(&self.state) {
-                Ok(f) => *io = Some(f),
+        let file = match io.as_mut() {
+            Some(f) => f,
+            None => match HighWaterMark::open_file(&self.state) {
+                Ok(f) => io.insert(f),
                 Err(e) => {
                     warn!(error = %e, "cannot open the high-water mark");
                     return;
                 }
-            }
-        }
-        let Some(file) = io.as_mut() else { return };
+            },
+        };
         match m.store(file) {
             Ok(()) => {
                 if let Ok(mut s) = self.slot.lock() {
