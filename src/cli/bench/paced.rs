@@ -116,13 +116,10 @@ fn read_replies(
                 Ok::<_, anyhow::Error>((lat, refused))
             });
         }
-        let mut lat = Vec::with_capacity(per as usize * clients);
-        let mut refused = 0;
+        let mut results = Vec::with_capacity(clients);
         while let Some(r) = set.join_next().await {
-            let (l, f) = r.context("reader task")??;
-            lat.extend(l);
-            refused += f;
+            results.push(r.context("reader task").and_then(|r| r));
         }
-        Ok((lat, refused))
+        merge_clients(results)
     })
 }
