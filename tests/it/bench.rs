@@ -53,7 +53,33 @@ fn bench_vs_rsyslog_prints_the_ratio() {
 #[test]
 fn bench_rate_pairs_the_raw_group_commit_with_the_daemon() {
     for (alongside, threads) in [(false, false), (true, false), (true, true)] {
-        rate_pairs(alongside, threads);
+        rate_pairs(alongside, threads, false);
+    }
+}
+
+/// `--raw-socket` serves the raw group commit over a socket to the same
+/// client: every paced event is acknowledged by it too, each pair prints
+/// both ratios, and nothing is left in the bench directory.
+#[test]
+fn bench_raw_socket_serves_the_same_client() {
+    for alongside in [false, true] {
+        let text = rate_pairs(alongside, false, true);
+        assert_eq!(
+            text.matches("raw group commit over a socket (minimal server, same client)")
+                .count(),
+            2,
+            "{text}"
+        );
+        for prefix in [
+            "raw socket p99 vs raw group commit, pair by pair:",
+            "ack p99 vs raw socket p99, pair by pair:",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(prefix) && l.contains("median ratio")),
+                "{prefix}\n{text}"
+            );
+        }
     }
 }
 
@@ -73,7 +99,7 @@ fn bench_starts_the_daemon_nxauditd_names() {
     assert!(err.contains("no-such-nxauditd"), "{err}");
 }
 
-fn rate_pairs(alongside: bool, threads: bool) {
+fn rate_pairs(alongside: bool, threads: bool, socket: bool) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(cli_bin())
         .args([
@@ -89,6 +115,7 @@ fn rate_pairs(alongside: bool, threads: bool) {
         .arg(dir.path())
         .args(alongside.then_some("--raw-alongside"))
         .args(threads.then_some("--client-threads"))
+        .args(socket.then_some("--raw-socket"))
         .output()
         .expect("run nxaudit bench");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -112,6 +139,9 @@ fn rate_pairs(alongside: bool, threads: bool) {
         ),
         "{text}"
     );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+    text.into_owned()
 }
 
 #[test]

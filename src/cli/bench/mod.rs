@@ -22,7 +22,12 @@
 //! alternate the same way and the p99 ratio is the median of the pairs';
 //! `--raw-alongside` runs the two of a pair at the same time instead, so
 //! that the disk's stalls (tens to hundreds of ms on shared disks, and
-//! what decides a p99) fall on both.
+//! what decides a p99) fall on both. `--raw-socket` adds a second
+//! baseline to each pair: the same raw group commit behind a Unix socket,
+//! served by a minimal server (one event loop reading, the syncing thread
+//! writing the acks) to the same client as the daemon, so the gap between
+//! the raw group commit and the daemon splits into what any socket server
+//! costs on the machine and what the daemon adds to that.
 //!
 //! `--attack KIND` runs a hostile client as another uid (`--attack-uid`,
 //! default `nobody`) against a daemon with the default limits, and reports
@@ -50,11 +55,13 @@ use super::Context;
 mod attack;
 mod paced;
 mod raw;
+mod rawsock;
 mod rsyslog;
 
 use attack::*;
 use paced::*;
 use raw::*;
+use rawsock::*;
 use rsyslog::*;
 
 /// Arguments of `nxaudit bench`.
@@ -101,6 +108,12 @@ pub struct Args {
     /// before it, so a disk stall hits both sides of a pair.
     #[arg(long)]
     pub raw_alongside: bool,
+    /// With --rate: also serve the raw group commit over a Unix socket
+    /// with a minimal server, driven by the same client as the daemon (and
+    /// with the raw group commit alongside it too, with --raw-alongside),
+    /// to tell what the socket costs from what the daemon costs.
+    #[arg(long)]
+    pub raw_socket: bool,
     /// With --rate: a sender and a reader thread per connection instead of
     /// one sender and one event loop for all (their wake-ups then count in
     /// the latency, as with many single-threaded client processes).
@@ -606,6 +619,10 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let mut raws = Vec::new();
     let mut rsyslog = Vec::new();
     let mut runs = Vec::new();
+    // `--raw-socket`: the raw group commit over a socket, and the raw
+    // group commit measured beside it.
+    let mut sockets: Vec<RawSocket> = Vec::new();
+    let mut socket_raws: Vec<RawGroupCommit> = Vec::new();
     let seal_secs = match &args.seal_interval {
         Some(t) => Some(
             crate::config::parse_duration(t)
@@ -680,6 +697,40 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                     None,
                 )?);
             }
+            if args.raw_socket {
+                let clients = args.clients.max(1);
+                let pace = Pace {
+                    total_rate: rate as f64,
+                    start: Instant::now() + Duration::from_millis(100),
+                    clients,
+                };
+                let per = args.events / clients as u64;
+                let served = || raw_socket(&parent, clients, per, args.size, pace);
+                if args.raw_alongside {
+                    let (raw, sock) = std::thread::scope(|s| {
+                        let raw = s.spawn(|| {
+                            raw_group_commit(&parent, rate as f64, args.events, args.size)
+                        });
+                        let sock = served();
+                        (
+                            raw.join().unwrap_or_else(|_| {
+                                Err(anyhow::anyhow!("raw group commit panicked"))
+                            }),
+                            sock,
+                        )
+                    });
+                    socket_raws.push(raw?);
+                    sockets.push(sock?);
+                } else {
+                    socket_raws.push(raw_group_commit(
+                        &parent,
+                        rate as f64,
+                        args.events,
+                        args.size,
+                    )?);
+                    sockets.push(served()?);
+                }
+            }
         }
     } else if args.vs_rsyslog {
         for pair in 0..args.pairs.max(1) {
@@ -723,7 +774,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": disk, "raw_group_commit": raws, "rsyslog": rsyslog, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
+            serde_json::json!({"disk": disk, "raw_group_commit": raws, "raw_socket": sockets, "raw_group_commit_beside_socket": socket_raws, "rsyslog": rsyslog, "runs": runs, "clients": args.clients, "size": args.size, "rate": args.rate, "flush": args.flush})
         );
         return Ok(0);
     }
@@ -778,6 +829,37 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             p99,
             median(p99.clone())
         );
+        if !sockets.is_empty() {
+            let mut vs_raw = Vec::new();
+            for (sock, raw) in sockets.iter().zip(&socket_raws) {
+                println!(
+                    "raw group commit over a socket (minimal server, same client): p50 {} us, p99 {} us, p999 {} us; \
+                     raw group commit {}: p50 {} us, p99 {} us",
+                    sock.p50_us,
+                    sock.p99_us,
+                    sock.p999_us,
+                    if args.raw_alongside { "beside it" } else { "before it" },
+                    raw.p50_us,
+                    raw.p99_us
+                );
+                vs_raw.push(sock.p99_us as f64 / raw.p99_us.max(1) as f64);
+            }
+            let daemon_vs_socket: Vec<f64> = runs
+                .iter()
+                .zip(&sockets)
+                .map(|(r, s)| r.p99_us as f64 / s.p99_us.max(1) as f64)
+                .collect();
+            println!(
+                "raw socket p99 vs raw group commit, pair by pair: {:.2?}; median ratio {:.2}",
+                vs_raw,
+                median(vs_raw.clone())
+            );
+            println!(
+                "ack p99 vs raw socket p99, pair by pair: {:.2?}; median ratio {:.2}",
+                daemon_vs_socket,
+                median(daemon_vs_socket.clone())
+            );
+        }
     }
     if !rsyslog.is_empty() {
         let mut ratios = Vec::new();

@@ -66,7 +66,7 @@ pub(super) fn paced_clients(
 }
 
 /// Writes all of `buf` to a non-blocking socket, yielding while it is full.
-fn write_retrying(conn: &mut UnixStream, mut buf: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_retrying(conn: &mut UnixStream, mut buf: &[u8]) -> anyhow::Result<()> {
     while !buf.is_empty() {
         match conn.write(buf) {
             Ok(0) => bail!("connection closed"),
