@@ -606,6 +606,30 @@ fn run_one(
     })
 }
 
+/// Runs the raw group commit at `rate` and then `run`, or both at once
+/// with `--raw-alongside` (a disk stall then hits both).
+fn with_raw<T: Send>(
+    args: &Args,
+    parent: &Path,
+    rate: u64,
+    run: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<(RawGroupCommit, T)> {
+    let raw = || raw_group_commit(parent, rate as f64, args.events, args.size);
+    if !args.raw_alongside {
+        let r = raw()?;
+        return Ok((r, run()?));
+    }
+    let (r, t) = std::thread::scope(|s| {
+        let r = s.spawn(raw);
+        let t = run();
+        let r = r
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("raw group commit panicked")));
+        (r, t)
+    });
+    Ok((r?, t?))
+}
+
 /// Runs the subcommand; returns the exit code.
 pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     if let (Some(kind), Some(sock)) = (&args.attacker, &args.attacker_socket) {
@@ -669,34 +693,11 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
         // neighbour hits one pair, not one side.
         for pair in 0..args.pairs.max(1) {
             let label = format!("run#{pair}");
-            if args.raw_alongside {
-                let (raw, run) = std::thread::scope(|s| {
-                    let raw =
-                        s.spawn(|| raw_group_commit(&parent, rate as f64, args.events, args.size));
-                    let run = run_one(args, &parent, &label, args.rotate_size.as_deref(), None);
-                    (
-                        raw.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("raw group commit panicked"))),
-                        run,
-                    )
-                });
-                raws.push(raw?);
-                runs.push(run?);
-            } else {
-                raws.push(raw_group_commit(
-                    &parent,
-                    rate as f64,
-                    args.events,
-                    args.size,
-                )?);
-                runs.push(run_one(
-                    args,
-                    &parent,
-                    &label,
-                    args.rotate_size.as_deref(),
-                    None,
-                )?);
-            }
+            let (raw, run) = with_raw(args, &parent, rate, || {
+                run_one(args, &parent, &label, args.rotate_size.as_deref(), None)
+            })?;
+            raws.push(raw);
+            runs.push(run);
             if args.raw_socket {
                 let clients = args.clients.max(1);
                 let pace = Pace {
@@ -705,31 +706,11 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
                     clients,
                 };
                 let per = args.events / clients as u64;
-                let served = || raw_socket(&parent, clients, per, args.size, pace);
-                if args.raw_alongside {
-                    let (raw, sock) = std::thread::scope(|s| {
-                        let raw = s.spawn(|| {
-                            raw_group_commit(&parent, rate as f64, args.events, args.size)
-                        });
-                        let sock = served();
-                        (
-                            raw.join().unwrap_or_else(|_| {
-                                Err(anyhow::anyhow!("raw group commit panicked"))
-                            }),
-                            sock,
-                        )
-                    });
-                    socket_raws.push(raw?);
-                    sockets.push(sock?);
-                } else {
-                    socket_raws.push(raw_group_commit(
-                        &parent,
-                        rate as f64,
-                        args.events,
-                        args.size,
-                    )?);
-                    sockets.push(served()?);
-                }
+                let (raw, sock) = with_raw(args, &parent, rate, || {
+                    raw_socket(&parent, clients, per, args.size, pace)
+                })?;
+                socket_raws.push(raw);
+                sockets.push(sock);
             }
         }
     } else if args.vs_rsyslog {

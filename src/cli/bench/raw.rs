@@ -45,21 +45,13 @@ pub(super) fn raw_group_commit(
             }
         }
     });
-    let line = vec![b'x'; size];
     let mut lat: Vec<u32> = Vec::with_capacity(n as usize);
-    let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.clear();
-        batch.push(first);
-        batch.extend(rx.try_iter());
-        for _ in &batch {
-            f.write_all(&line)?;
-        }
-        f.sync_data()?;
-        for t in &batch {
+    commit_batches(&mut f, size, &rx, |batch| {
+        for t in batch {
             lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
         }
-    }
+        Ok(())
+    })?;
     let _ = producer.join();
     drop(f);
     let _ = std::fs::remove_file(&p);
@@ -69,4 +61,28 @@ pub(super) fn raw_group_commit(
         p99_us: pct(&lat, 0.99),
         p999_us: pct(&lat, 0.999),
     })
+}
+
+/// The group commit itself: takes what is queued, writes a line of `size`
+/// bytes per item, fdatasyncs once and hands the batch to `done`, until
+/// every sender is gone.
+pub(super) fn commit_batches<T>(
+    f: &mut std::fs::File,
+    size: usize,
+    rx: &std::sync::mpsc::Receiver<T>,
+    mut done: impl FnMut(&[T]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let line = vec![b'x'; size];
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.clear();
+        batch.push(first);
+        batch.extend(rx.try_iter());
+        for _ in &batch {
+            f.write_all(&line).context("write")?;
+        }
+        f.sync_data().context("fdatasync")?;
+        done(&batch)?;
+    }
+    Ok(())
 }

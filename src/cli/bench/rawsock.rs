@@ -122,22 +122,13 @@ fn sync_and_answer(
         .append(true)
         .open(data)
         .context("create raw socket data file")?;
-    let line = vec![b'x'; size];
     let ack = b"{\"ok\":true}\n";
-    let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.clear();
-        batch.push(first);
-        batch.extend(rx.try_iter());
-        for _ in &batch {
-            f.write_all(&line)?;
-        }
-        f.sync_data()?;
-        for &c in &batch {
+    commit_batches(&mut f, size, &rx, |batch| {
+        for &c in batch {
             // Non-blocking (the reader's flag is the socket's); the client
             // may have hung up after its last ack.
             let _ = write_retrying(&mut conns[c], ack);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
