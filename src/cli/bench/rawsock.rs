@@ -1,8 +1,8 @@
 //! The second baseline of `bench --rate --raw-socket`: the raw group commit
 //! served over a Unix socket by the least a server can be, and driven by the
 //! same client as the daemon. One event-loop thread reads every connection
-//! and hands each line to one syncing thread (the raw group commit's
-//! producer), which writes a line per event, fdatasyncs once per batch and
+//! and hands each line to one syncing thread (where the raw group commit
+//! has its producer), which writes a line per event, fdatasyncs once per batch and
 //! writes each ack straight to its socket. No parsing, no record, no
 //! lanes: what is left is what a socket protocol costs on this machine, so
 //! the daemon's p99 against this one's is the daemon's own share.
@@ -43,6 +43,13 @@ pub(super) fn raw_socket(
         std::thread::spawn(move || serve(listener, clients, size, &data))
     };
     let res = paced_clients(&sock, clients, per, size, pace);
+    if res.is_err() {
+        // A client that failed to connect leaves the server in accept:
+        // connections that close at once let it finish.
+        for _ in 0..clients {
+            let _ = UnixStream::connect(&sock);
+        }
+    }
     let served = server
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("raw socket server panicked")));
