@@ -500,12 +500,7 @@ impl SealKey {
         let bytes = fsutil::read_file(path)
             .map_err(|e| kf(e.to_string()))?
             .ok_or_else(|| kf("does not exist (create it with `nxaudit seal init`)".into()))?;
-        SealKey::from_slots(&bytes).map_err(|e| kf(e.to_string()))
-    }
-
-    /// Decodes the newest key of a key file's bytes.
-    fn from_slots(bytes: &[u8]) -> Result<SealKey, SealError> {
-        SealKey::from_newest(slotfile::parse(bytes))
+        SealKey::from_newest(slotfile::parse(&bytes)).map_err(|e| kf(e.to_string()))
     }
 
     /// Decodes a key file's newest slot, as [`slotfile`] found it.

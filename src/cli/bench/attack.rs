@@ -159,11 +159,7 @@ pub(super) fn run_attack(args: &Args, kind: &str, parent: &Path) -> anyhow::Resu
     // anything else on the machine) keeps the disk busy.
     let probe_stop = std::sync::atomic::AtomicBool::new(false);
     let mut probe: Vec<u32> = Vec::new();
-    let pace = Pace {
-        total_rate: (per_s * 8) as f64,
-        start: Instant::now() + Duration::from_millis(100),
-        clients: 8,
-    };
+    let pace = Pace::soon((per_s * 8) as f64, 8);
     let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = std::thread::scope(|s| {
         let probe_h = s.spawn(|| sync_probe(&d.base, &probe_stop));
         let hs: Vec<_> = (0..8)

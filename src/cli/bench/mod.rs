@@ -427,6 +427,16 @@ struct Pace {
 }
 
 impl Pace {
+    /// `total_rate` events/s over `clients`, starting shortly, once every
+    /// client has connected.
+    fn soon(total_rate: f64, clients: usize) -> Pace {
+        Pace {
+            total_rate,
+            start: Instant::now() + Duration::from_millis(100),
+            clients,
+        }
+    }
+
     /// Due time of client `c`'s event `i`. The clients take turns, so the
     /// daemon sees one event every `1/total_rate` as the raw group commit
     /// does, not all clients at the same instant (64 clients each at their
@@ -558,11 +568,7 @@ fn run_one(
     let clients = args.clients.max(1);
     let per = args.events / clients as u64;
     // Every client connects before the shared schedule begins.
-    let pace = args.rate.map(|r| Pace {
-        total_rate: r as f64,
-        start: Instant::now() + Duration::from_millis(100),
-        clients,
-    });
+    let pace = args.rate.map(|r| Pace::soon(r as f64, clients));
     let t = Instant::now();
     let results: Vec<anyhow::Result<(Vec<u32>, u64)>> = match pace {
         Some(pace) if !args.client_threads => {
@@ -613,7 +619,7 @@ fn with_raw<T: Send>(
     parent: &Path,
     rate: u64,
     run: impl FnOnce() -> anyhow::Result<T> + Send,
-) -> anyhow::Result<(RawGroupCommit, T)> {
+) -> anyhow::Result<(Latency, T)> {
     let raw = || raw_group_commit(parent, rate as f64, args.events, args.size);
     if !args.raw_alongside {
         let r = raw()?;
@@ -645,8 +651,8 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
     let mut runs = Vec::new();
     // `--raw-socket`: the raw group commit over a socket, and the raw
     // group commit measured beside it.
-    let mut sockets: Vec<RawSocket> = Vec::new();
-    let mut socket_raws: Vec<RawGroupCommit> = Vec::new();
+    let mut sockets: Vec<Latency> = Vec::new();
+    let mut socket_raws: Vec<Latency> = Vec::new();
     let seal_secs = match &args.seal_interval {
         Some(t) => Some(
             crate::config::parse_duration(t)
@@ -700,11 +706,7 @@ pub fn run(_ctx: &Context, args: &Args) -> anyhow::Result<i32> {
             runs.push(run);
             if args.raw_socket {
                 let clients = args.clients.max(1);
-                let pace = Pace {
-                    total_rate: rate as f64,
-                    start: Instant::now() + Duration::from_millis(100),
-                    clients,
-                };
+                let pace = Pace::soon(rate as f64, clients);
                 let per = args.events / clients as u64;
                 let (raw, sock) = with_raw(args, &parent, rate, || {
                     raw_socket(&parent, clients, per, args.size, pace)

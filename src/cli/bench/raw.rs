@@ -3,14 +3,10 @@
 
 use super::*;
 
-/// Latency of the ideal group commit on the raw disk at the same offered
-/// load: a paced producer queues events, one thread writes everything
-/// queued and fdatasyncs once, and each event's latency runs from arrival
-/// to the end of that sync. Disk stalls hit this baseline exactly as they
-/// hit the daemon, so the ratio of the two isolates the daemon's cost.
+/// Latency percentiles of a baseline, microseconds.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub(super) struct RawGroupCommit {
-    /// Median latency, microseconds.
+pub(super) struct Latency {
+    /// Median.
     pub p50_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
@@ -18,12 +14,28 @@ pub(super) struct RawGroupCommit {
     pub p999_us: u64,
 }
 
+impl Latency {
+    /// The percentiles of sorted latencies.
+    pub(super) fn of(sorted: &[u32]) -> Latency {
+        Latency {
+            p50_us: pct(sorted, 0.5),
+            p99_us: pct(sorted, 0.99),
+            p999_us: pct(sorted, 0.999),
+        }
+    }
+}
+
+/// Latency of the ideal group commit on the raw disk at the same offered
+/// load: a paced producer queues events, one thread writes everything
+/// queued and fdatasyncs once, and each event's latency runs from arrival
+/// to the end of that sync. Disk stalls hit this baseline exactly as they
+/// hit the daemon, so the ratio of the two isolates the daemon's cost.
 pub(super) fn raw_group_commit(
     dir: &Path,
     rate: f64,
     n: u64,
     size: usize,
-) -> anyhow::Result<RawGroupCommit> {
+) -> anyhow::Result<Latency> {
     use std::sync::mpsc;
     let p = dir.join("disk-probe-gc");
     let mut f = std::fs::OpenOptions::new()
@@ -56,11 +68,7 @@ pub(super) fn raw_group_commit(
     drop(f);
     let _ = std::fs::remove_file(&p);
     lat.sort_unstable();
-    Ok(RawGroupCommit {
-        p50_us: pct(&lat, 0.5),
-        p99_us: pct(&lat, 0.99),
-        p999_us: pct(&lat, 0.999),
-    })
+    Ok(Latency::of(&lat))
 }
 
 /// The group commit itself: takes what is queued, writes a line of `size`

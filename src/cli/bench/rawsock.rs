@@ -14,17 +14,6 @@ use tokio::io::AsyncBufReadExt as _;
 
 use super::*;
 
-/// Ack latency of the raw group commit behind a Unix socket.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub(super) struct RawSocket {
-    /// Median latency seen by the client, microseconds.
-    pub p50_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// 99.9th percentile.
-    pub p999_us: u64,
-}
-
 /// Serves `clients` connections with the raw group commit and drives them
 /// with the same paced client as the daemon.
 pub(super) fn raw_socket(
@@ -33,7 +22,7 @@ pub(super) fn raw_socket(
     per: u64,
     size: usize,
     pace: Pace,
-) -> anyhow::Result<RawSocket> {
+) -> anyhow::Result<Latency> {
     let sock = dir.join(format!("raw-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).context("bind the raw socket")?;
@@ -58,11 +47,7 @@ pub(super) fn raw_socket(
     let (mut lat, _) = res?;
     served?;
     lat.sort_unstable();
-    Ok(RawSocket {
-        p50_us: pct(&lat, 0.5),
-        p99_us: pct(&lat, 0.99),
-        p999_us: pct(&lat, 0.999),
-    })
+    Ok(Latency::of(&lat))
 }
 
 /// Accepts `clients` connections, then reads them on one event loop and
